@@ -1,0 +1,136 @@
+"""Contact operations shared by the CLI, the HTTP API and import: add, find, consent.
+
+Each function takes an open connection (the caller's transaction) and `now`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from nurture import store
+from nurture.config import Settings
+from nurture.errors import ContactError
+from nurture.hygiene import address_hash, check_email, check_phone
+from nurture.vocab import ALL_PURPOSES, Channel, ConsentAction, LegalBasis
+from nurture.windows import zone
+
+
+def normalize_email(raw: str, settings: Settings) -> tuple[str, bool]:
+    """The normalized address and whether it is a role account; ContactError if refused."""
+    checked = check_email(raw, check_mx=settings.check_mx)
+    if checked.normalized is None:
+        raise ContactError(f"email {raw!r} refused ({checked.rejected}): {checked.detail}")
+    return checked.normalized.lower(), checked.role
+
+
+def normalize_phone(raw: str, settings: Settings) -> str:
+    checked = check_phone(raw, default_region=settings.default_region)
+    if checked.e164 is None:
+        raise ContactError(f"phone {raw!r} refused ({checked.rejected}): {checked.detail}")
+    return checked.e164
+
+
+def add_contact(conn: Connection, settings: Settings, now: datetime, *, email: str | None,
+                phone: str | None = None, locale: str | None = None,
+                timezone: str | None = None, country: str | None = None,
+                attributes: Mapping[str, Any] | None = None) -> int:
+    """Create a contact, or update the one with the same email (idempotent). Returns its id."""
+    if not email and not phone:
+        raise ContactError("a contact needs an email or a phone number")
+    values: dict[str, Any] = {"updated_at": now, "evaluate_at": now}
+    if email:
+        values["email"], values["role_account"] = normalize_email(email, settings)
+    if phone:
+        values["phone"] = normalize_phone(phone, settings)
+        if not country:
+            country = check_phone(values["phone"]).country
+    if locale:
+        if locale not in settings.locales:
+            raise ContactError(f"locale {locale!r} is not one of {settings.locales}")
+        values["locale"] = locale
+    if timezone:
+        if zone(timezone).key != timezone:
+            raise ContactError(f"unknown time zone {timezone!r} (use an IANA name)")
+        values["timezone"] = timezone
+    if country:
+        values["country"] = country.upper()
+    existing = (store.contact_row(conn, email=values.get("email")) if email
+                else store.contact_row(conn, phone=values["phone"]))
+    if existing is not None:
+        merged = dict(existing._mapping["attributes"] or {})
+        merged.update(attributes or {})
+        store.update_contact(conn, existing.id, {**values, "attributes": merged})
+        return int(existing.id)
+    values.setdefault("locale", settings.default_locale)
+    values.setdefault("timezone", settings.default_timezone)
+    values.update(attributes=dict(attributes or {}), created_at=now, stage="lead",
+                  temperature="cold", score=0.0, fit=0.0, decay_at=None)
+    values.setdefault("role_account", False)
+    return store.insert_contact(conn, values)
+
+
+def find_contact(conn: Connection, who: str) -> Any:
+    """By email, E.164 phone or numeric id; ContactError if unknown."""
+    row = None
+    if who.isdigit():
+        row = store.contact_row(conn, contact_id=int(who))
+    elif "@" in who:
+        row = store.contact_row(conn, email=who.strip().lower())
+    else:
+        row = store.contact_row(conn, phone=who.strip())
+    if row is None:
+        raise ContactError(f"no contact {who!r}")
+    return row
+
+
+def is_suppressed(conn: Connection, *addresses: str | None) -> bool:
+    hashes = {address_hash(a) for a in addresses if a}
+    return bool(hashes and store.suppressed_among(conn, hashes))
+
+
+def record_consent(conn: Connection, settings: Settings, now: datetime, *, contact: Any,
+                   channel: str, purpose: str, action: str, source: str,
+                   legal_basis: str = LegalBasis.CONSENT,
+                   evidence: Mapping[str, Any] | None = None) -> int:
+    """Append one consent decision with its evidence. Validates channel, purpose, basis."""
+    if channel not in {c.value for c in Channel}:
+        raise ContactError(f"unknown channel {channel!r} (email or sms)")
+    if purpose != ALL_PURPOSES and purpose not in settings.purposes:
+        raise ContactError(f"unknown purpose {purpose!r} (declared: "
+                           f"{', '.join(sorted(settings.purposes))})")
+    if action not in {a.value for a in ConsentAction}:
+        raise ContactError(f"unknown consent action {action!r}")
+    if legal_basis not in {b.value for b in LegalBasis}:
+        raise ContactError(f"unknown legal basis {legal_basis!r}")
+    address = contact.email if channel == Channel.EMAIL else contact.phone
+    if not address:
+        raise ContactError(f"contact {contact.id} has no {channel} address")
+    granting = action in (ConsentAction.GRANTED, ConsentAction.CONFIRMED, ConsentAction.PENDING)
+    if granting and is_suppressed(conn, address):
+        raise ContactError(f"{address} is on the suppression list (bounced, complained or "
+                           "erased): consent cannot be recorded for it")
+    record = store.append_consent(
+        conn, contact_id=contact.id, channel=channel, purpose=purpose, action=action,
+        legal_basis=legal_basis, source=source, address=address, evidence=dict(evidence or {}),
+        now=now)
+    store.update_contact(conn, contact.id, {"evaluate_at": now, "updated_at": now})
+    return record
+
+
+def describe(conn: Connection, contact: Any) -> dict[str, Any]:
+    """Everything a person needs to understand a contact: profile, why its score and
+    stage are what they are, where it stands in journeys, what it was sent (or not and
+    why), and its consent history."""
+    data = dict(contact._mapping)
+    return {
+        "contact": data,
+        "changes": store.contact_changes(conn, contact.id),
+        "enrollments": store.contact_enrollments(conn, contact.id),
+        "messages": store.contact_messages(conn, contact.id),
+        "consent": store.consent_history(conn, contact.id),
+        "events": store.contact_events(conn, contact.id),
+    }

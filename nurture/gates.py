@@ -1,0 +1,130 @@
+"""Send gates: small guards composed in order; each lets a send through or says why not.
+
+A refused send is a value (`Skipped`, recorded with its reason) or a `Deferred` time
+(outside the send window: the step waits for the window's next opening).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from nurture import consent, windows
+from nurture.config import FrequencyCap, Settings, WindowRule
+from nurture.hygiene import address_hash
+from nurture.views import ContactView
+from nurture.vocab import ALL_PURPOSES, SkipReason
+
+
+@dataclass(frozen=True)
+class Skipped:
+    reason: SkipReason
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Deferred:
+    until: datetime
+    detail: str = ""
+
+
+GateResult = Skipped | Deferred | None
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    contact: ContactView
+    channel: str
+    purpose: str
+    now: datetime
+    #: journey-level windows for this channel (config windows always apply too)
+    journey_windows: Sequence[WindowRule] = ()
+
+
+@dataclass
+class GateState:
+    """What the gates need for one batch, prefetched in bulk, updated as sends are made."""
+
+    #: (contact id, channel, purpose) → latest consent decision
+    consents: Mapping[tuple[int, str, str], consent.ConsentStatus]
+    #: address hashes on the suppression list
+    suppressed: set[str]
+    #: (contact id, cap index) → messages already counted in that cap's window
+    cap_counts: Counter[tuple[int, int]] = field(default_factory=Counter)
+
+    def record_send(self, contact_id: int, channel: str, caps: Sequence[FrequencyCap]) -> None:
+        for index, cap in enumerate(caps):
+            if cap.channel in ("any", channel):
+                self.cap_counts[(contact_id, index)] += 1
+
+
+Gate = Callable[[SendRequest, GateState, Settings], GateResult]
+
+
+def address_gate(req: SendRequest, state: GateState, settings: Settings) -> GateResult:
+    if not req.contact.address(req.channel):
+        return Skipped(SkipReason.NO_ADDRESS, f"no {req.channel} address")
+    return None
+
+
+def consent_gate(req: SendRequest, state: GateState, settings: Settings) -> GateResult:
+    cid = req.contact.id
+    specific = state.consents.get((cid, req.channel, req.purpose))
+    channel_wide = state.consents.get((cid, req.channel, ALL_PURPOSES))
+    purpose = settings.purposes.get(req.purpose)
+    bases = purpose.bases if purpose else ["consent"]
+    if consent.may_send(specific, channel_wide, bases):
+        return None
+    status = consent.describe(specific, channel_wide, bases)
+    return Skipped(SkipReason.NO_CONSENT, f"{req.channel}/{req.purpose}: {status}")
+
+
+def suppression_gate(req: SendRequest, state: GateState, settings: Settings) -> GateResult:
+    address = req.contact.address(req.channel) or ""
+    if address_hash(address) in state.suppressed:
+        return Skipped(SkipReason.SUPPRESSED, "address on the suppression list")
+    return None
+
+
+def role_account_gate(req: SendRequest, state: GateState, settings: Settings) -> GateResult:
+    purpose = settings.purposes.get(req.purpose)
+    marketing = purpose.marketing if purpose else True
+    if (req.channel == "email" and req.contact.role_account and marketing
+            and not settings.allow_role_accounts):
+        return Skipped(SkipReason.ROLE_ACCOUNT, "role account kept out of marketing")
+    return None
+
+
+def frequency_gate(req: SendRequest, state: GateState, settings: Settings) -> GateResult:
+    for index, cap in enumerate(settings.frequency_caps):
+        if cap.channel not in ("any", req.channel):
+            continue
+        if state.cap_counts[(req.contact.id, index)] >= cap.max:
+            return Skipped(SkipReason.FREQUENCY_CAP,
+                           f"{cap.max} per {cap.per} on {cap.channel} reached")
+    return None
+
+
+def window_gate(req: SendRequest, state: GateState, settings: Settings) -> GateResult:
+    rules = [settings.window(req.channel, req.contact.country), *req.journey_windows]
+    opening = windows.next_opening(rules, req.contact.timezone, req.contact.country, req.now)
+    if opening > req.now:
+        return Deferred(opening, "outside the send window")
+    return None
+
+
+DEFAULT_GATES: tuple[Gate, ...] = (
+    address_gate, consent_gate, suppression_gate, role_account_gate, frequency_gate, window_gate,
+)
+
+
+def check(req: SendRequest, state: GateState, settings: Settings,
+          gates: Sequence[Gate] = DEFAULT_GATES) -> GateResult:
+    """Run the gates in order; the first refusal wins."""
+    for gate in gates:
+        result = gate(req, state, settings)
+        if result is not None:
+            return result
+    return None
