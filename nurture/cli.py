@@ -6,76 +6,30 @@ import json
 import logging
 import shutil
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from nurture import contacts
-from nurture.config import Settings, find_config, load_settings
+from nurture.cli_common import (
+    EXAMPLES,
+    STATE,
+    app,
+    consent_app,
+    console,
+    contact_app,
+    db_app,
+    emit,
+    now,
+    pairs,
+    settings,
+)
+from nurture.config import find_config
 from nurture.errors import NurtureError, ValidationFailed
 from nurture.events import IncomingEvent, ingest
 from nurture.runtime import build_runtime, catalog_for
-
-app = typer.Typer(help="Email/SMS lead nurturing: journeys as files, a daemon that never "
-                  "double-sends and never sends without consent.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-contact_app = typer.Typer(help="Add, show, export or forget a contact.", no_args_is_help=True)
-consent_app = typer.Typer(help="Record consent or its withdrawal, with evidence.",
-                          no_args_is_help=True)
-db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
-app.add_typer(contact_app, name="contact")
-app.add_typer(consent_app, name="consent")
-app.add_typer(db_app, name="db")
-
-console = Console()
-EXAMPLES = Path(__file__).parent / "examples"
-
-
-class State:
-    config: str | None = None
-    debug: bool = False
-
-
-STATE = State()
-
-
-def now() -> datetime:
-    """The clock is read here, at the entry point, and passed down."""
-    return datetime.now(UTC)
-
-
-def settings() -> Settings:
-    return load_settings(find_config(STATE.config))
-
-
-def pairs(items: list[str] | None, what: str) -> dict[str, Any]:
-    """`k=v` options → dict (numbers stay strings unless they look like numbers)."""
-    found: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise NurtureError(f"{what} {item!r} is not key=value")
-        found[key.strip()] = _scalar(value)
-    return found
-
-
-def _scalar(value: str) -> Any:
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(value.lower(), value)
-
-
-def emit(data: Any, as_json: bool) -> bool:
-    if as_json:
-        typer.echo(json.dumps(data, default=str, ensure_ascii=False, indent=2))
-    return as_json
 
 
 @app.callback()
@@ -283,6 +237,23 @@ def demo(
 
     run_demo(directory, days, console, start=now())
 
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+) -> None:
+    """The HTTP endpoints: unsubscribe and preferences, consent, events, provider webhooks."""
+    import uvicorn
+
+    from nurture.web.app import create_app
+
+    uvicorn.run(create_app(build_runtime(settings())), host=host, port=port,
+                proxy_headers=True, log_level="info")
+
+
+# Commands of other areas register themselves on `app` when imported.
+# commands:
 
 def main() -> None:
     try:

@@ -1,0 +1,1 @@
+"""HTTP endpoints (`nurture serve`): one app factory, one router per concern."""

@@ -1,0 +1,24 @@
+"""The FastAPI app factory. Routers hold no SQL: they call the same services as the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+
+from nurture.engine import Runtime
+from nurture.web import health
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(runtime: Runtime, clock: Callable[[], datetime] = utcnow) -> FastAPI:
+    app = FastAPI(title="nurture", version="0.1.0", docs_url=None, redoc_url=None)
+    app.state.runtime = runtime
+    app.state.clock = clock
+    app.include_router(health.router)
+    # routers:
+    return app

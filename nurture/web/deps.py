@@ -1,0 +1,53 @@
+"""Dependencies shared by the routers: the runtime, the clock, a transaction, the API key."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy import Connection
+
+from nurture.engine import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_now(request: Request) -> datetime:
+    """The web app is an entry point: it reads the clock it was given, once per request."""
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock()
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+NowDep = Annotated[datetime, Depends(get_now)]
+
+
+def get_conn(runtime: RuntimeDep) -> Iterator[Connection]:
+    """One transaction per request: committed when the handler returns normally."""
+    with runtime.db.begin() as conn:
+        yield conn
+
+
+ConnDep = Annotated[Connection, Depends(get_conn)]
+
+
+def require_api_key(request: Request, runtime: RuntimeDep) -> None:
+    """`Authorization: Bearer KEY` or `X-API-Key: KEY`, compared in constant time."""
+    expected = runtime.settings.api_key
+    if not expected:
+        raise HTTPException(503, "NURTURE_API_KEY is not set on this server")
+    given = request.headers.get("x-api-key", "")
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(401, "missing or wrong API key", {"WWW-Authenticate": "Bearer"})
+
+
+ApiKey = Depends(require_api_key)
