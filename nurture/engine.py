@@ -175,6 +175,9 @@ def record(conn: Connection, rt: Runtime, outcomes: list[executor.Outcome],
     """Write a batch's outcomes: messages first, then positions, then contact changes."""
     work.insert_messages(conn, [m for o in outcomes for m in o.messages])
     work.write_enrollments(conn, rt.worker, [o.enrollment for o in outcomes])
+    # a contact leaving a journey may now enter another one
+    store.flag_for_evaluation(conn, [o.enrollment["contact_id"] for o in outcomes
+                                     if o.enrollment["state"] not in _LIVE], now)
     for outcome in outcomes:
         cid = outcome.enrollment["contact_id"]
         if outcome.attributes or outcome.score:

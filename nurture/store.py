@@ -83,6 +83,12 @@ def contacts_to_evaluate(conn: Connection, now: datetime, limit: int) -> list[in
     return list(conn.execute(stmt).scalars())
 
 
+def flag_for_evaluation(conn: Connection, ids: Sequence[int], now: datetime) -> None:
+    """Their journey entries are evaluated on the next tick."""
+    for part in chunks(sorted(set(ids))):
+        conn.execute(update(db.contact).where(db.contact.c.id.in_(part)).values(evaluate_at=now))
+
+
 def mark_evaluated(conn: Connection, ids: Sequence[int]) -> None:
     for part in chunks(list(ids)):
         conn.execute(update(db.contact).where(db.contact.c.id.in_(part)).values(evaluate_at=None))
