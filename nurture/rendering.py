@@ -19,6 +19,7 @@ import css_inline
 import jinja2
 from inscriptis import get_text  # type: ignore[import-untyped]
 from inscriptis.model.config import ParserConfig  # type: ignore[import-untyped]
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from nurture.errors import Problem, TemplateError
@@ -105,6 +106,28 @@ def _count(total: int, units: list[int] | None, single: int, part: int) -> int:
     return segments
 
 
+#: the largest string or list a template may build with `*`, and the largest power
+MAX_PRODUCT = 100_000
+MAX_EXPONENT = 64
+
+
+class BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, plus limits on `*` and `**`: a template cannot exhaust memory or CPU
+    with `{{ 'a' * 10**9 }}`."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+            raise SecurityError(f"exponent {right} is larger than {MAX_EXPONENT}")
+        if operator == "*":
+            for seq, count in ((left, right), (right, left)):
+                if (isinstance(seq, str | list | tuple) and isinstance(count, int)
+                        and len(seq) * count > MAX_PRODUCT):
+                    raise SecurityError(f"a product of more than {MAX_PRODUCT} items")
+        return super().call_binop(context, operator, left, right)
+
+
 @dataclass(frozen=True)
 class ResolvedTemplate:
     locale: str
@@ -131,7 +154,7 @@ class TemplateCatalog:
             **CONTEXT_ATTRIBUTES,
             "contact": CONTEXT_ATTRIBUTES["contact"] | set(self.attribute_names),
         }
-        self.environment = ImmutableSandboxedEnvironment(
+        self.environment = BoundedSandbox(
             loader=jinja2.FileSystemLoader(self.root),
             undefined=jinja2.StrictUndefined,
             autoescape=lambda name: name is not None and name.endswith(".html"),

@@ -320,3 +320,21 @@ def test_double_opt_in_links_to_the_confirmation_url() -> None:
     for locale in ("en", "fr"):
         rendered = catalog.render_email("consent/confirm", locale, catalog.sample_context(locale))
         assert 'href="https://example.invalid/c/SAMPLE-CONFIRM"' in rendered.html
+
+
+@pytest.mark.parametrize("expression", ["'a' * 10**9", "10 ** 100000", "[1] * 200000"])
+def test_templates_cannot_exhaust_memory_or_cpu(tmp_path: Path, expression: str) -> None:
+    sms = tmp_path / "sms"
+    sms.mkdir()
+    (sms / "boom.en.txt").write_text("{{ " + expression + " }}")
+    catalog = TemplateCatalog(tmp_path, default_locale="en", locales=["en"])
+    with pytest.raises(TemplateError, match="SecurityError"):
+        catalog.render_sms("boom", "en", catalog.sample_context("en"))
+
+
+def test_small_products_still_work(tmp_path: Path) -> None:
+    sms = tmp_path / "sms"
+    sms.mkdir()
+    (sms / "ok.en.txt").write_text("{{ '-' * 3 }}{{ 2 ** 3 }}")
+    catalog = TemplateCatalog(tmp_path, default_locale="en", locales=["en"])
+    assert catalog.render_sms("ok", "en", catalog.sample_context("en")).text == "---8"
