@@ -254,6 +254,8 @@ def serve(
 
 # Commands of other areas register themselves on `app` when imported.
 # commands:
+from nurture import cli_gdpr, cli_scoring  # noqa: E402,F401
+
 
 def main() -> None:
     try:

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nurture.durations import parse_duration
 from nurture.errors import ConfigError
@@ -49,6 +49,8 @@ class WindowRule(_Strict):
         return value
 
 
+ALWAYS_OPEN = WindowRule()
+
 #: legal presets: France CNIL practice for commercial SMS, US TCPA
 LEGAL_PRESETS: dict[str, WindowRule] = {
     "fr_sms": WindowRule(days=["mon", "tue", "wed", "thu", "fri", "sat"], start="08:00",
@@ -84,6 +86,8 @@ class FrequencyCap(_Strict):
 
 class Purpose(_Strict):
     description: str = ""
+    #: the description per locale, shown on the preference page (`{ fr = "…" }`)
+    descriptions: dict[str, str] = {}
     #: marketing purposes need an unsubscribe link and the STOP mention
     marketing: bool = True
     #: lawful bases accepted for this purpose
@@ -137,8 +141,30 @@ class ScoreRule(_Strict):
     #: property filters: `{ url = "~/pricing", seconds = ">=30" }` (~ regex, comparisons)
     where: dict[str, str | int | float | bool] = {}
     #: at most `cap` applications per `cap_window`
-    cap: int | None = None
+    cap: int | None = Field(default=None, ge=1)
     cap_window: Duration = "1d"
+
+    @field_validator("name")
+    @classmethod
+    def _own_name(cls, value: str) -> str:
+        from nurture.scoring import RESERVED_RULES
+
+        if value in RESERVED_RULES or value.startswith("reply:"):
+            raise ValueError(f"{value!r} is a name the engine uses for its own changes")
+        return value
+
+    @field_validator("where")
+    @classmethod
+    def _filters(cls, value: dict[str, str | int | float | bool]) -> dict[str, str | int | float
+                                                                           | bool]:
+        from nurture.score_filters import parse_filter
+
+        for key, spec in value.items():
+            try:
+                parse_filter(spec)
+            except ValueError as e:
+                raise ValueError(f"where.{key}: {e}") from e
+        return value
 
 
 class FitRule(_Strict):
@@ -147,6 +173,18 @@ class FitRule(_Strict):
     name: str
     when: str
     points: float
+
+    @field_validator("when")
+    @classmethod
+    def _condition(cls, value: str) -> str:
+        from nurture.conditions import parse
+        from nurture.errors import ConditionError
+
+        try:
+            parse(value)
+        except ConditionError as e:
+            raise ValueError(str(e)) from e
+        return value
 
 
 class Scoring(_Strict):
@@ -171,6 +209,16 @@ class Scoring(_Strict):
     #: a prospect not accepted by sales within this time is recycled
     accept_within: Duration | None = "14d"
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Scoring:
+        names = [rule.name for rule in self.rules]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"rule names must be unique (caps count hits by name): {twice}")
+        if self.hot_at < self.warm_at:
+            raise ValueError(f"hot_at ({self.hot_at:g}) is below warm_at ({self.warm_at:g})")
+        return self
+
 
 class ReplyRule(_Strict):
     intent: Literal["opt_out", "opt_in", "help", "positive", "meeting_request", "negative",
@@ -182,16 +230,37 @@ class ReplyRule(_Strict):
 
 
 class Replies(_Strict):
-    #: intent → points (replaces defaults when given)
+    #: intent → points, overriding the default points of the intents given
     points: dict[str, float] = {}
+    #: tried before the default French/English rules (see nurture/replies.py)
     rules: list[ReplyRule] = []
+
+    @model_validator(mode="after")
+    def _known(self) -> Replies:
+        from nurture.errors import ConfigError
+        from nurture.replies import Intent, rules_from_config
+
+        unknown = sorted(set(self.points) - {i.value for i in Intent})
+        if unknown:
+            raise ValueError(f"points: unknown intent(s) {unknown}")
+        try:
+            rules_from_config([rule.model_dump() for rule in self.rules], defaults=())
+        except ConfigError as e:
+            raise ValueError(str(e)) from e
+        return self
 
 
 class Handoff(_Strict):
+    #: where each handoff is POSTed as JSON (none: handoffs are only recorded)
     webhook_url: str = ""
+    #: a sales address notified by email (template sales/handoff-notification)
     notify_email: str = ""
-    max_attempts: int = 6
+    max_attempts: int = Field(default=6, ge=1)
     retry_base_seconds: float = 10.0
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    #: a second handoff of the same contact within this time is skipped as a duplicate
+    #: (qualification and a journey's `handoff` step fire together)
+    dedupe_within: Duration = "1d"
 
 
 class AttributeSpec(_Strict):
@@ -262,7 +331,7 @@ class Settings(_Strict):
 
     def window(self, channel: str, country: str | None) -> WindowRule:
         windows = self.send_windows.get(channel)  # type: ignore[call-overload]
-        return windows.for_country(country) if windows else WindowRule()
+        return windows.for_country(country) if windows else ALWAYS_OPEN
 
 
 def find_config(explicit: str | os.PathLike[str] | None = None) -> Path:

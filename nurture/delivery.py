@@ -43,7 +43,11 @@ def attempt(rt: Runtime, message: OutgoingMessage, attempts: int, now: datetime)
     except ProviderError as e:
         limits = rt.settings.providers
         result["error"] = f"{e.code or 'error'}: {e}"
-        if e.retryable and attempts < limits.max_attempts:
+        if e.code == "timeout":
+            # the request went out and no answer came back: it may have been sent, so it
+            # is never sent again (at most once); a later webhook may still tell
+            result.update(state=MessageState.UNKNOWN)
+        elif e.retryable and attempts < limits.max_attempts:
             result.update(state=MessageState.RETRYING, retry_payload=to_payload(message),
                           next_attempt_at=now + backoff(attempts, limits.retry_base_seconds))
         else:

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from nurture import entry, executor, gates, store, work
+from nurture import entry, executor, gates, handoffs, maturity_jobs, store, work
 from nurture.config import Settings
 from nurture.db import Database
 from nurture.delivery import deliver, retry_due
@@ -78,6 +78,9 @@ class TickReport:
 def tick(rt: Runtime, now: datetime, should_stop: Callable[[], bool] = lambda: False) -> TickReport:
     """One pass over everything due at `now`."""
     report = TickReport()
+    maturity_jobs.decay_due(rt, now)
+    maturity_jobs.recycle_unaccepted(rt, now)
+    handoffs.deliver_due(rt, now)
     with rt.db.begin() as conn:
         report.unknown = store.expire_sending(conn, now)
     report.entered = enter_due_contacts(rt, now)
@@ -110,14 +113,20 @@ def enroll(conn: Connection, rt: Runtime, contact_ids: list[int], now: datetime,
     attach_event_counts(conn, contacts, journeys, now)
     live = store.live_enrollments(conn, contact_ids, [s.value for s in _LIVE])
     ended = store.last_ended(conn, contact_ids)
+    # grouped once per contact: filtering the whole batch per contact was quadratic
+    live_of: dict[int, list[dict[str, Any]]] = {}
+    for row in live:
+        live_of.setdefault(row["contact_id"], []).append(row)
+    ended_of: dict[int, dict[str, datetime]] = {}
+    for (c, jid), at in ended.items():
+        if at is not None:
+            ended_of.setdefault(c, {})[jid] = at
     rows = []
     for cid, contact in contacts.items():
-        mine = [r for r in live if r["contact_id"] == cid]
-        last = {jid: at for (c, jid), at in ended.items() if c == cid and at is not None}
+        mine, last = live_of.get(cid, []), ended_of.get(cid, {})
         for loaded in entry.entries_for(contact, mine, last, journeys, now, event_type):
             rows.append(entry.enrollment_row(loaded, cid, now))
-    store.insert_enrollments(conn, rows)
-    return len(rows)
+    return store.insert_enrollments(conn, rows)
 
 
 

@@ -6,7 +6,9 @@ changed (`Outcome`), and the tick writes every outcome of a batch at once.
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,8 +20,8 @@ from nurture.durations import parse_duration
 from nurture.errors import NurtureError, TemplateError
 from nurture.loader import LoadedJourney
 from nurture.providers.base import OutgoingMessage
-from nurture.rendering import TemplateCatalog
-from nurture.tokens import Links
+from nurture.rendering import TemplateCatalog, sms_segments
+from nurture.tokens import Links, MessageLinks
 from nurture.views import ContactView
 from nurture.vocab import EnrollmentState, MessageState, SkipReason
 from nurture.windows import next_local_time
@@ -226,8 +228,10 @@ def _send(loaded: LoadedJourney, step: J.SendStep, contact: ContactView, outcome
     return True
 
 
-def template_context(settings: Settings, contact: ContactView, links: dict[str, str],
-                     public_id: str, journey: J.Journey) -> dict[str, Any]:
+def template_context(settings: Settings, contact: ContactView, links: Mapping[str, str],
+                     public_id: str, journey: J.Journey | None) -> dict[str, Any]:
+    """What templates see. `journey` is None for messages sent outside journeys (double
+    opt-in confirmations)."""
     fields = contact.template_fields()
     for name, spec in settings.attributes.items():
         fields[name] = contact.attributes.get(name, "" if spec.type == "string" else None)
@@ -238,7 +242,7 @@ def template_context(settings: Settings, contact: ContactView, links: dict[str, 
                    "email_from": sender.email_from},
         "links": links,
         "message": {"id": public_id},
-        "journey": {"id": journey.id, "name": journey.name},
+        "journey": {"id": journey.id if journey else "", "name": journey.name if journey else ""},
     }
 
 
@@ -246,8 +250,7 @@ def compose(batch: Batch, loaded: LoadedJourney, step: J.SendStep, contact: Cont
             purpose: str, public_id: str) -> tuple[OutgoingMessage, str, int]:
     """Render the step's template for this contact into a message for the provider."""
     settings = batch.settings
-    unsubscribe = batch.links.unsubscribe_url(public_id)
-    links = {"unsubscribe": unsubscribe, "preferences": unsubscribe}
+    links = MessageLinks(batch.links, public_id)
     context = template_context(settings, contact, links, public_id, loaded.journey)
     spec = settings.purposes.get(purpose)
     marketing = spec.marketing if spec else True
@@ -256,12 +259,13 @@ def compose(batch: Batch, loaded: LoadedJourney, step: J.SendStep, contact: Cont
         mention = settings.sms.stop_mention.get(contact.locale) if marketing else None
         sms = batch.catalog.render_sms(step.template, contact.locale, context,
                                        stop_mention=mention)
+        text = with_sender(sms.text, settings.sender.company)
         callback = f"{batch.links.base_url}/webhooks/twilio/status?m={public_id}"
-        message = OutgoingMessage(public_id, "sms", to, settings.sender.sms_from, text=sms.text,
+        message = OutgoingMessage(public_id, "sms", to, settings.sender.sms_from, text=text,
                                   status_callback=callback, created_at=batch.now)
-        return message, sms.locale, sms.segments
+        return message, sms.locale, sms_segments(text)[0]
     email = batch.catalog.render_email(step.template, contact.locale, context)
-    headers = unsubscribe_headers(settings, unsubscribe, public_id) if marketing else {}
+    headers = unsubscribe_headers(settings, links["unsubscribe"], public_id) if marketing else {}
     message = OutgoingMessage(
         public_id, "email", to, settings.sender.email_from, subject=email.subject,
         text=email.text, html=email.html, reply_to=reply_address(settings, public_id),
@@ -277,6 +281,22 @@ def unsubscribe_headers(settings: Settings, url: str, public_id: str) -> dict[st
                        f"{public_id}>")
     return {"List-Unsubscribe": ", ".join(targets),
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+_LEGAL_FORM = re.compile(r"[\s,]+(sas|sasu|sarl|sa|eurl|snc|sci|scop|selarl|s\.a\.s\.?|s\.a\.?"
+                         r"|inc\.?|ltd\.?|llc|llp|plc|corp\.?|gmbh|ag|bv|nv|sl|srl)$", re.I)
+
+
+def with_sender(text: str, company: str) -> str:
+    """The advertiser must be identifiable in every SMS (L34-5 CPCE): prefix the company
+    name unless the text already names it (with or without its legal form, e.g. SAS)."""
+    company = company.strip()
+    if not company:
+        return text
+    brand = _LEGAL_FORM.sub("", company) or company
+    if brand.casefold() in text.casefold():
+        return text
+    return f"{company}: {text}"
 
 
 def reply_address(settings: Settings, public_id: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from nurture import consent, windows
 from nurture.config import FrequencyCap, Settings, WindowRule
@@ -31,6 +31,10 @@ class Deferred:
 
 
 GateResult = Skipped | Deferred | None
+
+#: how long a send waits for a pending double opt-in, and how often it looks again
+PENDING_WAIT = timedelta(days=14)
+PENDING_RETRY = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,10 @@ def consent_gate(req: SendRequest, state: GateState, settings: Settings) -> Gate
     if consent.may_send(specific, channel_wide, bases):
         return None
     status = consent.describe(specific, channel_wide, bases)
+    if status == "pending" and specific is not None and req.now - specific.at < PENDING_WAIT:
+        # a double opt-in not yet confirmed: the step waits for it rather than being lost
+        return Deferred(req.now + PENDING_RETRY, f"{req.channel}/{req.purpose}: awaiting "
+                        "double opt-in confirmation")
     return Skipped(SkipReason.NO_CONSENT, f"{req.channel}/{req.purpose}: {status}")
 
 

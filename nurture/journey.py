@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nurture.config import WindowRule
+from nurture.durations import parse_duration
 
 StepId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 DurationText = Annotated[str, Field(pattern=r"^\d+(\.\d+)?[smhdw]$")]
@@ -41,7 +42,9 @@ class WaitUntil(_Data):
     """Wait until the next local `time` on one of `days` (contact's time zone)."""
 
     time: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    days: list[Weekday] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    #: at least one day: with none, the wait could never end
+    days: list[Weekday] = Field(default=["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                                min_length=1)
 
 
 class WaitStep(_Step):
@@ -191,7 +194,7 @@ def successors(journey: Journey, step: Any) -> list[str]:
     if isinstance(step, GotoStep):
         targets = [step.target]
     elif isinstance(step, BranchStep):
-        targets = [case.goto for case in step.cases] + [step.otherwise or follow]
+        targets = [*(case.goto for case in step.cases), step.otherwise or follow]
     elif isinstance(step, WaitForStep):
         targets = [step.on_event or follow, step.on_timeout or follow]
     elif isinstance(step, ExitStep | MoveToStep):
@@ -201,15 +204,24 @@ def successors(journey: Journey, step: Any) -> list[str]:
     return [t for t in dict.fromkeys(targets) if t is not None]
 
 
+def named_targets(step: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """Step ids named explicitly by `step`, each with the key that names it (`("else",)`)."""
+    if isinstance(step, GotoStep):
+        return [(("target",), step.target)]
+    if isinstance(step, BranchStep):
+        found: list[tuple[tuple[str | int, ...], str]] = [
+            (("cases", index, "goto"), case.goto) for index, case in enumerate(step.cases)
+        ]
+        return found + ([(("else",), step.otherwise)] if step.otherwise else [])
+    if isinstance(step, WaitForStep):
+        named = (("on_event",), step.on_event), (("on_timeout",), step.on_timeout)
+        return [(key, target) for key, target in named if target]
+    return []
+
+
 def jump_targets(step: Any) -> list[str]:
     """Step ids named explicitly by `step` (to check they exist)."""
-    if isinstance(step, GotoStep):
-        return [step.target]
-    if isinstance(step, BranchStep):
-        return [c.goto for c in step.cases] + ([step.otherwise] if step.otherwise else [])
-    if isinstance(step, WaitForStep):
-        return [t for t in (step.on_event, step.on_timeout) if t]
-    return []
+    return [target for _, target in named_targets(step)]
 
 
 def reachable(journey: Journey) -> set[str]:
@@ -227,7 +239,12 @@ def reachable(journey: Journey) -> set[str]:
 
 
 def _is_pause(step: Any) -> bool:
-    return isinstance(step, WaitStep | WaitForStep)
+    """A step after which time passes. `wait: 0m` passes none, so it does not break a loop."""
+    if isinstance(step, WaitStep):
+        return step.until is not None or parse_duration(step.duration or "0s").total_seconds() > 0
+    if isinstance(step, WaitForStep):
+        return parse_duration(step.timeout).total_seconds() > 0
+    return False
 
 
 def loops_without_wait(journey: Journey) -> list[list[str]]:

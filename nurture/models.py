@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -61,10 +61,18 @@ class Contact(SQLModel, table=True):
     decay_at: datetime | None = _ts(nullable=True, index=True)
 
 
+LIVE_SQL = text("state IN ('active', 'waiting', 'paused')")
+
+
 class Enrollment(SQLModel, table=True):
     """One contact in one journey: where it stands and when it runs next."""
 
-    __table_args__ = (Index("ix_enrollment_contact_journey", "contact_id", "journey_id"),)
+    __table_args__ = (
+        Index("ix_enrollment_contact_journey", "contact_id", "journey_id"),
+        # at most one live enrollment per contact and journey, even with several daemons
+        Index("uq_enrollment_live", "contact_id", "journey_id", unique=True,
+              sqlite_where=LIVE_SQL, postgresql_where=LIVE_SQL),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     contact_id: int = Field(foreign_key="contact.id")

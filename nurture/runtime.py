@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from nurture import maturity, reply_effects
 from nurture.config import Settings
 from nurture.db import Database
 from nurture.engine import Runtime
@@ -40,4 +41,6 @@ def build_runtime(settings: Settings, *, database: Database | None = None,
 
 def install_hooks(runtime: Runtime) -> None:
     """The event hooks, in order. Each is a plain function of (conn, rt, id, event, now)."""
-    runtime.event_hooks.extend(())
+    # a reply's consent and stop-on-reply first, then the points of every event
+    runtime.event_hooks.extend((reply_effects.on_reply, maturity.on_event))
+    runtime.on_contact_changed.append(maturity.on_contact_changed)

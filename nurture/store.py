@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, Table, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from nurture import db
+from nurture import db, models
 from nurture.consent import ConsentStatus
 from nurture.views import ContactView
 
@@ -78,8 +78,11 @@ def load_contacts(conn: Connection, ids: Sequence[int]) -> dict[int, ContactView
 
 
 def contacts_to_evaluate(conn: Connection, now: datetime, limit: int) -> list[int]:
+    """Contacts due for entry evaluation, locked for this transaction (other daemons skip them)."""
     t = db.contact
     stmt = select(t.c.id).where(t.c.evaluate_at <= now).order_by(t.c.evaluate_at).limit(limit)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
     return list(conn.execute(stmt).scalars())
 
 
@@ -137,6 +140,12 @@ def consent_history(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
     t = db.consent_record
     rows = conn.execute(select(t).where(t.c.contact_id == contact_id).order_by(t.c.id))
     return [dict(r) for r in rows.mappings()]
+
+
+def consent_record(conn: Connection, record_id: int) -> dict[str, Any] | None:
+    t = db.consent_record
+    found = conn.execute(select(t).where(t.c.id == record_id)).mappings().first()
+    return dict(found) if found else None
 
 
 def suppress(conn: Connection, address_hash: str, reason: str, detail: str, now: datetime) -> bool:
@@ -210,12 +219,19 @@ def rule_hits(conn: Connection, contact_id: int, rule: str, since: datetime) -> 
 # ---- enrollments ----------------------------------------------------------------------
 
 
+def state_in(states: Sequence[str]) -> Any:
+    """`enrollment.state IN (...)` as an expression SQLite cannot answer from the state
+    index: with it, SQLite read every live enrollment of the table for a handful of
+    contacts (the contact index is the selective one)."""
+    return (db.enrollment.c.state + "").in_(list(states))
+
+
 def live_enrollments(conn: Connection, contact_ids: Sequence[int],
                      states: Sequence[str]) -> list[dict[str, Any]]:
     t = db.enrollment
     rows: list[dict[str, Any]] = []
     for part in chunks(list(contact_ids)):
-        stmt = select(t).where(t.c.contact_id.in_(part), t.c.state.in_(list(states)))
+        stmt = select(t).where(t.c.contact_id.in_(part), state_in(list(states)))
         rows.extend(dict(r) for r in conn.execute(stmt).mappings())
     return rows
 
@@ -232,9 +248,14 @@ def last_ended(conn: Connection, contact_ids: Sequence[int]) -> dict[tuple[int, 
     return found
 
 
-def insert_enrollments(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(db.enrollment), list(rows))
+def insert_enrollments(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Enroll; a contact already live in that journey is left as it is. Returns how many."""
+    added = 0
+    for row in rows:
+        stmt = _dialect_insert(conn, db.enrollment).values(**row).on_conflict_do_nothing(
+            index_elements=["contact_id", "journey_id"], index_where=models.LIVE_SQL)
+        added += conn.execute(stmt).rowcount or 0
+    return added
 
 
 def contact_enrollments(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
@@ -249,7 +270,7 @@ def update_enrollment(conn: Connection, enrollment_id: int, values: Mapping[str,
 
 def waiting_for(conn: Connection, contact_id: int, event_type: str) -> list[dict[str, Any]]:
     t = db.enrollment
-    stmt = select(t).where(t.c.contact_id == contact_id, t.c.state == "waiting",
+    stmt = select(t).where(t.c.contact_id == contact_id, state_in(["waiting"]),
                            t.c.wait_event == event_type)
     return [dict(r) for r in conn.execute(stmt).mappings()]
 

@@ -37,6 +37,7 @@ def is_holiday(country: str | None, day: date) -> bool:
     return bool(country) and day in _holiday_calendar(str(country).upper(), day.year)
 
 
+@lru_cache(maxsize=64)
 def _hm(text: str) -> time | None:
     hours, minutes = (int(p) for p in text.split(":"))
     return None if hours == 24 else time(hours, minutes)
@@ -60,6 +61,8 @@ def next_opening_one(rule: WindowRule, tz: ZoneInfo, country: str | None,
                      now: datetime) -> datetime:
     """`now` if the window is open, else the next time it opens (UTC)."""
     local = now.astimezone(tz)
+    if _open_at(rule, local, country):
+        return now
     for offset in range(_SEARCH_DAYS):
         day = local.date() + timedelta(days=offset)
         if not _day_allowed(rule, day, country):
@@ -68,6 +71,15 @@ def next_opening_one(rule: WindowRule, tz: ZoneInfo, country: str | None,
         if local < end:
             return max(start, local).astimezone(UTC)
     raise ValueError(f"send window {rule} never opens")
+
+
+def _open_at(rule: WindowRule, local: datetime, country: str | None) -> bool:
+    """The common case, cheaply: is the window open at this local time?"""
+    if not _day_allowed(rule, local.date(), country):
+        return False
+    start, end = _hm(rule.start) or time(0), _hm(rule.end)
+    moment = local.time()
+    return start <= moment and (end is None or moment < end)
 
 
 def next_opening(rules: Sequence[WindowRule], tz_name: str, country: str | None,

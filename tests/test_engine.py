@@ -176,7 +176,7 @@ def test_withdrawal_between_steps_stops_later_sends(make_runtime):
     assert len(rt.providers["email"].sent) == 1  # type: ignore[attr-defined]
 
 
-def test_pending_double_opt_in_does_not_count(make_runtime):
+def test_pending_double_opt_in_waits_for_the_confirmation(make_runtime):
     rt = make_runtime("", {"onboarding": ONBOARDING})
     with rt.db.begin() as conn:
         cid = contacts.add_contact(conn, rt.settings, MONDAY, email="p@example.com")
@@ -184,6 +184,26 @@ def test_pending_double_opt_in_does_not_count(make_runtime):
             conn, str(cid)), channel="email", purpose="newsletter", action="pending",
             source="form")
     tick(rt, MONDAY)
+    assert messages(rt, cid) == []                       # not sent, not lost: deferred
+    assert enrollments(rt, cid)[0]["next_run_at"] == MONDAY + timedelta(hours=1)
+    confirmed = MONDAY + timedelta(minutes=30)
+    with rt.db.begin() as conn:
+        contacts.record_consent(conn, rt.settings, confirmed, contact=contacts.find_contact(
+            conn, str(cid)), channel="email", purpose="newsletter", action="confirmed",
+            source="double-opt-in")
+    tick(rt, MONDAY + timedelta(hours=1))
+    assert [(m["step_id"], m["state"]) for m in messages(rt, cid)] == [("welcome", "sent")]
+
+
+def test_unconfirmed_double_opt_in_is_skipped_after_the_wait(make_runtime):
+    rt = make_runtime("", {"onboarding": ONBOARDING})
+    with rt.db.begin() as conn:
+        cid = contacts.add_contact(conn, rt.settings, MONDAY, email="p@example.com")
+        contacts.record_consent(conn, rt.settings, MONDAY, contact=contacts.find_contact(
+            conn, str(cid)), channel="email", purpose="newsletter", action="pending",
+            source="form")
+    tick(rt, MONDAY)
+    tick(rt, MONDAY + timedelta(days=15))
     assert messages(rt, cid)[0]["skip_reason"] == "no_consent"
 
 
@@ -377,3 +397,15 @@ def test_idle_tick_does_nothing(make_runtime):
     rt = make_runtime("", {"onboarding": ONBOARDING})
     report = tick(rt, MONDAY)
     assert (report.processed, report.sent, report.entered) == (0, 0, 0)
+
+
+def test_a_provider_timeout_leaves_the_message_unknown_and_never_resent(make_runtime):
+    provider = FlakyProvider([ProviderError("no answer", retryable=False, code="timeout")])
+    rt = make_runtime("", {"onboarding": ONBOARDING}, providers={"email": provider,
+                                                                 "sms": provider})
+    cid = add(rt, "late@example.com", MONDAY)
+    tick(rt, MONDAY)
+    tick(rt, MONDAY + timedelta(hours=1))
+    [message] = messages(rt, cid)
+    assert (message["state"], message["next_attempt_at"]) == ("unknown", None)
+    assert provider.sent == []

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -40,3 +41,33 @@ class Provider(Protocol):
     name: str
 
     def send(self, message: OutgoingMessage) -> SendResult: ...
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """One webhook item in our vocabulary, the provider's raw payload kept beside it.
+
+    Providers only say what the item means; `nurture.feedback` finds the message and
+    contact, stores the event once and applies `message_state` and `consequence`.
+    """
+
+    type: str
+    source: str
+    occurred_at: datetime
+    #: the provider's id for this item: replays of it change nothing
+    source_event_id: str | None
+    channel: str
+    #: our message id, when the provider echoes it (custom arg, status callback, reply-to)
+    public_id: str | None = None
+    provider_message_id: str | None = None
+    #: the contact's address the item is about (email, or E.164 phone)
+    address: str | None = None
+    properties: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+    #: what became of the message (delivered, bounced, failed), if the item says
+    message_state: str | None = None
+    #: "suppress" the address; "withdraw" consent for the whole channel; "unsubscribe"
+    #: from the message's purpose (the whole channel when the message is unknown)
+    consequence: str | None = None
+    #: a short reason kept with the message error and the suppression entry
+    detail: str = ""

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 
 from nurture.engine import Runtime
-from nurture.web import health
+from nurture.web import consent, events, health, unsubscribe, webhooks_sendgrid, webhooks_twilio
 
 
 def utcnow() -> datetime:
@@ -21,4 +21,9 @@ def create_app(runtime: Runtime, clock: Callable[[], datetime] = utcnow) -> Fast
     app.state.clock = clock
     app.include_router(health.router)
     # routers:
+    app.include_router(events.router)
+    app.include_router(unsubscribe.router)
+    app.include_router(consent.router)
+    app.include_router(webhooks_sendgrid.router)
+    app.include_router(webhooks_twilio.router)
     return app

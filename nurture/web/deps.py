@@ -29,12 +29,14 @@ NowDep = Annotated[datetime, Depends(get_now)]
 
 
 def get_conn(runtime: RuntimeDep) -> Iterator[Connection]:
-    """One transaction per request: committed when the handler returns normally."""
+    """One transaction per request: committed when the handler returns normally, before
+    the response is sent (scope="function"), so a client never sees success for a change
+    that then fails to commit."""
     with runtime.db.begin() as conn:
         yield conn
 
 
-ConnDep = Annotated[Connection, Depends(get_conn)]
+ConnDep = Annotated[Connection, Depends(get_conn, scope="function")]
 
 
 def require_api_key(request: Request, runtime: RuntimeDep) -> None:

@@ -1,0 +1,127 @@
+"""The web site's and the CRM's API (API key): tracking events in, stage changes from sales.
+
+`POST /events` takes one event object or a list of up to 1000:
+
+    {"type": "page.viewed", "email": "camille@example.com",
+     "occurred_at": "2026-03-02T10:15:00+01:00", "id": "evt-81f2",
+     "properties": {"url": "/pricing", "seconds": 42}}
+
+`email` or `contact_id` names the contact, which must exist (tracking never creates
+contacts); `occurred_at` (ISO 8601 with a time zone) defaults to now; `id`, the source's
+event id, makes a replay change nothing. Each item is checked on its own: a bad item gets
+an error with its index, and the valid items of the same batch are kept. The answer is
+200 when every item was taken, 207 when some were not (a single bad event: 422, or 404
+when its contact is unknown).
+
+`POST /contacts/{email}/stage` with `{"stage": "sales_accepted", "reason": "…"}` is the
+API twin of `nurture stage`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nurture import contacts, intake, maturity
+from nurture.errors import ContactError
+from nurture.events import IncomingEvent
+from nurture.vocab import is_valid_event_type
+from nurture.web.deps import ApiKey, ConnDep, NowDep, RuntimeDep
+
+router = APIRouter(dependencies=[ApiKey])
+
+MAX_BATCH = 1000
+#: clocks differ a little; an event further in the future is refused
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=100)
+    email: str | None = Field(default=None, max_length=320)
+    contact_id: int | None = None
+    occurred_at: datetime | None = None
+    id: str | None = Field(default=None, min_length=1, max_length=200)
+    properties: dict[str, Any] = {}
+
+
+def _parse(item: Any, now: datetime) -> tuple[str | None, int | None, IncomingEvent] | str:
+    """A valid item as (email, contact id, event), or what is wrong with it."""
+    try:
+        given = EventIn.model_validate(item)
+    except ValidationError as e:
+        return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'item'}: {err['msg']}"
+                         for err in e.errors())
+    if not is_valid_event_type(given.type):
+        return f"type: unknown event type {given.type!r} (custom types start with 'x.')"
+    if given.email is None and given.contact_id is None:
+        return "email or contact_id is required"
+    at = given.occurred_at or now
+    if at.tzinfo is None:
+        return "occurred_at: must carry a time zone (e.g. 2026-03-02T10:15:00+01:00)"
+    if at > now + MAX_CLOCK_SKEW:
+        return "occurred_at: is in the future"
+    event = IncomingEvent(type=given.type, source="api", occurred_at=at,
+                          source_event_id=given.id, properties=given.properties,
+                          raw=item if isinstance(item, dict) else {})
+    return (given.email.strip() if given.email else None), given.contact_id, event
+
+
+@router.post("/events")
+def post_events(payload: Annotated[Any, Body()], rt: RuntimeDep, now: NowDep, conn: ConnDep,
+                response: Response) -> dict[str, Any]:
+    single = isinstance(payload, dict)
+    items = [payload] if single else payload
+    if not isinstance(items, list):
+        raise HTTPException(422, "expected an event object or a list of events")
+    if len(items) > MAX_BATCH:
+        raise HTTPException(413, f"{len(items)} events in one request (at most {MAX_BATCH})")
+    parsed = [_parse(item, now) for item in items]
+    valid = [(i, p) for i, p in enumerate(parsed) if not isinstance(p, str)]
+    outcome = intake.ingest_for(conn, rt, [p for _, p in valid], now)
+    refused = [(i, p) for i, p in enumerate(parsed) if isinstance(p, str)]
+    results: list[dict[str, Any]] = []
+    for (index, _), result in zip(valid, outcome, strict=True):
+        if isinstance(result, str):
+            refused.append((index, result))
+        else:
+            results.append({"index": index, "event_id": result,
+                            "status": "recorded" if result is not None else "duplicate"})
+    refused.sort()
+    body = {"accepted": sum(r["event_id"] is not None for r in results),
+            "duplicates": sum(r["event_id"] is None for r in results),
+            "results": results, "errors": [{"index": i, "error": e} for i, e in refused]}
+    if single and refused:
+        status = 404 if refused[0][1].startswith("no contact") else 422
+        raise HTTPException(status, body)
+    response.status_code = 207 if refused else 200
+    return body
+
+
+class StageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str
+    reason: str = Field(default="", max_length=1000)
+
+
+@router.post("/contacts/{email}/stage")
+def post_stage(email: str, given: StageIn, rt: RuntimeDep, now: NowDep,
+               conn: ConnDep) -> dict[str, Any]:
+    """Sales accept a prospect, mark a customer, or recycle a lead (the reason is kept)."""
+    try:
+        contact = contacts.find_contact(conn, email)
+    except ContactError as e:
+        raise HTTPException(404, str(e)) from e
+    try:
+        change = maturity.set_stage(conn, rt, contact.id, given.stage, given.reason, now)
+    except ContactError as e:
+        raise HTTPException(422, str(e)) from e
+    return {"contact_id": contact.id, "email": contact.email,
+            "stage": change.new if change else contact.stage,
+            "previous": change.old if change else contact.stage,
+            "changed": change is not None, "reason": given.reason}
