@@ -93,14 +93,17 @@ def preview(
     locale = locale or config.default_locale
     overrides = json.loads(contact_json.read_text()) if contact_json else None
     context = catalog.sample_context(locale, overrides)
+    if channel not in ("email", "sms"):
+        raise NurtureError(f"--channel must be email or sms, not {channel!r}")
     if channel == "sms":
         sms = catalog.render_sms(template, locale, context,
                                  stop_mention=config.sms.stop_mention.get(locale))
-        console.print(f"[bold]SMS[/] ({sms.locale}, {sms.segments} segment(s), {sms.encoding})")
+        typer.echo(f"SMS ({sms.locale}, {sms.segments} segment(s), {sms.encoding})")
         typer.echo(sms.text)
         return
     email = catalog.render_email(template, locale, context)
-    console.print(f"[bold]Subject[/] ({email.locale}): {email.subject}")
+    # plain echo: a subject is shown as written (no wrapping, no markup interpretation)
+    typer.echo(f"Subject ({email.locale}): {email.subject}")
     typer.echo("\n" + email.text)
     if html:
         typer.echo("\n" + email.html)

@@ -223,8 +223,6 @@ def test_preview_of_a_missing_template_is_a_one_line_error(
     assert err.startswith("error: no email template 'cold/welcome-guid' for locale 'fr'")
 
 
-@pytest.mark.xfail(reason="cli.py prints the subject through rich markup: wrapped at 80 "
-                   "columns, and [tags] in a subject are interpreted", strict=True)
 def test_preview_prints_the_subject_as_written() -> None:
     result = nurture("preview", "cold/welcome-guide", "--locale", "fr")
     assert result.stdout.splitlines()[0] == ("Subject (fr): Camille, voici votre guide pour des "
@@ -239,3 +237,10 @@ def test_commands_find_the_project_relative_to_config(tmp_path: Path,
     result = nurture("preview", "cold/welcome-guide", config=Path("elsewhere/config.toml"))
     assert result.exit_code == 0, result.output
     assert nurture("validate", config=Path("elsewhere/config.toml")).stdout == OK
+
+
+def test_preview_refuses_an_unknown_channel(monkeypatch, capsys) -> None:
+    code, _out, err = run_main(monkeypatch, capsys, "--config", str(CONFIG), "preview",
+                               "cold/welcome-guide", "--channel", "fax")
+    assert code == 1
+    assert err.strip() == "error: --channel must be email or sms, not 'fax'"
