@@ -6,8 +6,7 @@ changed (`Outcome`), and the tick writes every outcome of a batch at once.
 
 from __future__ import annotations
 
-import re
-import uuid
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +19,7 @@ from nurture.durations import parse_duration
 from nurture.errors import NurtureError, TemplateError
 from nurture.loader import LoadedJourney
 from nurture.providers.base import OutgoingMessage
-from nurture.rendering import TemplateCatalog, sms_segments
+from nurture.rendering import TemplateCatalog
 from nurture.tokens import Links, MessageLinks
 from nurture.views import ContactView
 from nurture.vocab import EnrollmentState, MessageState, SkipReason
@@ -57,6 +56,12 @@ class Outcome:
     moves: list[str] = field(default_factory=list)
     #: a send waits for its window's next opening
     deferred: bool = False
+
+
+def new_public_id(now: datetime) -> str:
+    """Our message id: time-ordered (the index grows at its end, as rows are added) and
+    80 random bits, so ids cannot be guessed; links carry it signed besides."""
+    return f"{int(now.timestamp() * 1000):011x}{os.urandom(10).hex()}"
 
 
 def message_row(*, public_id: str, contact: ContactView, enrollment: dict[str, Any],
@@ -198,15 +203,15 @@ def _send(loaded: LoadedJourney, step: J.SendStep, contact: ContactView, outcome
     """Gate, render and record one message. False when deferred to the window's opening."""
     state, now = outcome.enrollment, batch.now
     purpose = step.purpose or loaded.journey.purpose
-    windows = [rule for channel, rule in loaded.journey.send_window.items()
-               if channel == step.channel]
-    request = gates.SendRequest(contact, step.channel, purpose, now, tuple(windows))
+    window = loaded.journey.send_window.get(step.channel)  # type: ignore[call-overload]
+    request = gates.SendRequest(contact, step.channel, purpose, now,
+                                (window,) if window else ())
     verdict = gates.check(request, batch.gate_state, batch.settings)
     if isinstance(verdict, gates.Deferred):
         state["next_run_at"] = verdict.until
         outcome.deferred = True
         return False
-    public_id = uuid.uuid4().hex
+    public_id = new_public_id(now)
     row = {"public_id": public_id, "contact": contact, "enrollment": state, "step": step,
            "purpose": purpose, "now": now}
     if isinstance(verdict, gates.Skipped):
@@ -259,11 +264,10 @@ def compose(batch: Batch, loaded: LoadedJourney, step: J.SendStep, contact: Cont
         mention = settings.sms.stop_mention.get(contact.locale) if marketing else None
         sms = batch.catalog.render_sms(step.template, contact.locale, context,
                                        stop_mention=mention)
-        text = with_sender(sms.text, settings.sender.company)
         callback = f"{batch.links.base_url}/webhooks/twilio/status?m={public_id}"
-        message = OutgoingMessage(public_id, "sms", to, settings.sender.sms_from, text=text,
+        message = OutgoingMessage(public_id, "sms", to, settings.sender.sms_from, text=sms.text,
                                   status_callback=callback, created_at=batch.now)
-        return message, sms.locale, sms_segments(text)[0]
+        return message, sms.locale, sms.segments
     email = batch.catalog.render_email(step.template, contact.locale, context)
     headers = unsubscribe_headers(settings, links["unsubscribe"], public_id) if marketing else {}
     message = OutgoingMessage(
@@ -281,22 +285,6 @@ def unsubscribe_headers(settings: Settings, url: str, public_id: str) -> dict[st
                        f"{public_id}>")
     return {"List-Unsubscribe": ", ".join(targets),
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
-
-
-_LEGAL_FORM = re.compile(r"[\s,]+(sas|sasu|sarl|sa|eurl|snc|sci|scop|selarl|s\.a\.s\.?|s\.a\.?"
-                         r"|inc\.?|ltd\.?|llc|llp|plc|corp\.?|gmbh|ag|bv|nv|sl|srl)$", re.I)
-
-
-def with_sender(text: str, company: str) -> str:
-    """The advertiser must be identifiable in every SMS (L34-5 CPCE): prefix the company
-    name unless the text already names it (with or without its legal form, e.g. SAS)."""
-    company = company.strip()
-    if not company:
-        return text
-    brand = _LEGAL_FORM.sub("", company) or company
-    if brand.casefold() in text.casefold():
-        return text
-    return f"{company}: {text}"
 
 
 def reply_address(settings: Settings, public_id: str) -> str:

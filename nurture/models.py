@@ -97,12 +97,25 @@ class Enrollment(SQLModel, table=True):
     claimed_until: datetime | None = _ts(nullable=True)
 
 
+SENDING_SQL = text("state = 'sending'")
+RETRYING_SQL = text("state = 'retrying'")
+HAS_PROVIDER_ID_SQL = text("provider_message_id IS NOT NULL")
+
+
 class Message(SQLModel, table=True):
     """A message is recorded before the provider call: the at-most-once anchor."""
 
     __table_args__ = (
         UniqueConstraint("enrollment_id", "seq", name="uq_message_enrollment_seq"),
         Index("ix_message_contact_created", "contact_id", "created_at"),
+        # partial indexes: only the few rows in flight or awaiting a retry are indexed,
+        # so recording a batch of messages maintains fewer index entries
+        Index("ix_message_sending_lease", "lease_until", sqlite_where=SENDING_SQL,
+              postgresql_where=SENDING_SQL),
+        Index("ix_message_retry_due", "next_attempt_at", sqlite_where=RETRYING_SQL,
+              postgresql_where=RETRYING_SQL),
+        Index("ix_message_provider_id", "provider_message_id",
+              sqlite_where=HAS_PROVIDER_ID_SQL, postgresql_where=HAS_PROVIDER_ID_SQL),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -117,7 +130,7 @@ class Message(SQLModel, table=True):
     purpose: str
     template: str
     locale: str = ""
-    state: str = Field(index=True)
+    state: str
     skip_reason: str | None = None
     error: str = ""
     to_address: str = ""
@@ -125,9 +138,9 @@ class Message(SQLModel, table=True):
     body_text: str = ""
     segments: int = 0
     provider: str = ""
-    provider_message_id: str | None = Field(default=None, index=True)
+    provider_message_id: str | None = None
     attempts: int = 0
-    next_attempt_at: datetime | None = _ts(nullable=True, index=True)
+    next_attempt_at: datetime | None = _ts(nullable=True)
     #: the rendered message kept while a retry is pending (provider call failed retryably)
     retry_payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     #: a message still `sending` after this time is marked `unknown`, never resent

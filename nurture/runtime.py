@@ -18,7 +18,8 @@ from nurture.tokens import Links
 
 def catalog_for(settings: Settings) -> TemplateCatalog:
     return TemplateCatalog(settings.templates_path, default_locale=settings.default_locale,
-                           locales=settings.locales, attribute_names=settings.attributes)
+                           locales=settings.locales, attribute_names=settings.attributes,
+                           sender=settings.sender.company)
 
 
 def build_runtime(settings: Settings, *, database: Database | None = None,

@@ -69,11 +69,18 @@ def update_contact(conn: Connection, contact_id: int, values: Mapping[str, Any])
     conn.execute(update(db.contact).where(db.contact.c.id == contact_id).values(**values))
 
 
+VIEW_COLUMNS = ("id", "email", "phone", "locale", "timezone", "country", "stage",
+                "temperature", "score", "fit", "role_account", "attributes")
+
+
 def load_contacts(conn: Connection, ids: Sequence[int]) -> dict[int, ContactView]:
+    """The contacts as the steps see them: only the columns a view needs (no timestamps
+    to convert), fetched in chunks."""
+    columns = [db.contact.c[name] for name in VIEW_COLUMNS]
     found: dict[int, ContactView] = {}
     for part in chunks(list(ids)):
-        for row in conn.execute(select(db.contact).where(db.contact.c.id.in_(part))).mappings():
-            found[row["id"]] = ContactView.from_row(row)
+        for row in conn.execute(select(*columns).where(db.contact.c.id.in_(part))):
+            found[row[0]] = ContactView(*row[:11], attributes=dict(row[11] or {}))
     return found
 
 
@@ -329,7 +336,7 @@ def pressure_counts(conn: Connection, contact_ids: Sequence[int], since: datetim
 def expire_sending(conn: Connection, now: datetime) -> int:
     """Messages whose send outcome is unknown after a crash: marked, never resent."""
     t = db.message
-    result = conn.execute(update(t).where(t.c.state == "sending", t.c.lease_until < now)
+    result = conn.execute(update(t).where(models.SENDING_SQL, t.c.lease_until < now)
                           .values(state="unknown", updated_at=now,
                                   error="outcome unknown: the daemon stopped during the send"))
     return result.rowcount or 0

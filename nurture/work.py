@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from nurture import db
+from nurture import db, models
 from nurture.store import unclaimed
 
 ENROLLMENT_FIELDS = ("step_id", "seq", "state", "next_run_at", "wait_event", "ended_at",
@@ -23,21 +23,29 @@ MESSAGE_RESULT_FIELDS = ("state", "provider", "provider_message_id", "attempts",
                          "retry_payload")
 
 
+#: what a run needs of a claimed enrollment (timestamps are only written, never read)
+CLAIM_COLUMNS = ("id", "contact_id", "journey_id", "journey_version", "step_id", "seq",
+                 "state", "wait_event", "end_reason", "last_error")
+
+
 def claim_due(conn: Connection, now: datetime, limit: int, worker: str,
               lease_until: datetime) -> list[dict[str, Any]]:
-    """Take up to `limit` due enrollments for this worker until `lease_until`."""
+    """Take up to `limit` due enrollments for this worker until `lease_until`: one
+    UPDATE … RETURNING over the due rows (on PostgreSQL locked with SKIP LOCKED, so
+    several daemons never take the same row)."""
     t = db.enrollment
-    query = (select(t.c.id).where(t.c.next_run_at <= now, unclaimed(now))
-             .order_by(t.c.next_run_at, t.c.id).limit(limit))
+    due = (select(t.c.id).where(t.c.next_run_at <= now, unclaimed(now))
+           .order_by(t.c.next_run_at, t.c.id).limit(limit))
     if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    ids = list(conn.execute(query).scalars())
-    if not ids:
-        return []
-    conn.execute(update(t).where(t.c.id.in_(ids))
-                 .values(claimed_by=worker, claimed_until=lease_until))
-    rows = conn.execute(select(t).where(t.c.id.in_(ids)).order_by(t.c.next_run_at, t.c.id))
-    return [dict(r) for r in rows.mappings()]
+        due = due.with_for_update(skip_locked=True)
+    claim = (update(t).where(t.c.id.in_(due.scalar_subquery()))
+             .values(claimed_by=worker, claimed_until=lease_until)
+             .returning(*(t.c[name] for name in CLAIM_COLUMNS)))
+    rows = [dict(zip(CLAIM_COLUMNS, row, strict=True)) for row in conn.execute(claim)]
+    for row in rows:
+        row.update(next_run_at=None, ended_at=None, updated_at=None)
+    rows.sort(key=lambda row: row["id"])
+    return rows
 
 
 def _executemany(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -97,7 +105,7 @@ def write_message_results(conn: Connection, rows: Sequence[Mapping[str, Any]]) -
 
 def due_retries(conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
     t = db.message
-    query = (select(t).where(t.c.state == "retrying", t.c.next_attempt_at <= now)
+    query = (select(t).where(models.RETRYING_SQL, t.c.next_attempt_at <= now)
              .order_by(t.c.next_attempt_at).limit(limit))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
