@@ -169,7 +169,11 @@ def prefetch(conn: Connection, rt: Runtime, claimed: list[dict[str, Any]],
     contacts = store.load_contacts(conn, ids)
     journeys = [rt.journeys[j] for j in {row["journey_id"] for row in claimed} if j in rt.journeys]
     attach_event_counts(conn, contacts, journeys, now)
-    hashes = {address_hash(a) for c in contacts.values() for a in (c.email, c.phone) if a}
+    for contact in contacts.values():
+        contact.address_hashes = {channel: address_hash(address) for channel, address
+                                  in (("email", contact.email), ("sms", contact.phone))
+                                  if address}
+    hashes = {h for c in contacts.values() for h in c.address_hashes.values()}
     state = gates.GateState(store.consent_statuses(conn, ids), store.suppressed_among(conn, hashes))
     for index, cap in enumerate(rt.settings.frequency_caps):
         counts = store.pressure_counts(conn, ids, now - cap.window, PRESSURE_STATES)

@@ -90,8 +90,10 @@ def consent_gate(req: SendRequest, state: GateState, settings: Settings) -> Gate
 
 
 def suppression_gate(req: SendRequest, state: GateState, settings: Settings) -> GateResult:
-    address = req.contact.address(req.channel) or ""
-    if address_hash(address) in state.suppressed:
+    hashed = req.contact.address_hashes.get(req.channel)
+    if hashed is None:
+        hashed = address_hash(req.contact.address(req.channel) or "")
+    if hashed in state.suppressed:
         return Skipped(SkipReason.SUPPRESSED, "address on the suppression list")
     return None
 

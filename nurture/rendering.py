@@ -21,6 +21,7 @@ import jinja2
 from inscriptis import get_text  # type: ignore[import-untyped]
 from inscriptis.model.config import ParserConfig  # type: ignore[import-untyped]
 from jinja2.exceptions import SecurityError
+from jinja2.runtime import new_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from nurture.errors import Problem, TemplateError
@@ -250,14 +251,15 @@ class TemplateCatalog:
             raise TemplateError(f"{path}:{line or 1}: {type(e).__name__}: {e}") from e
 
     def _render_fast(self, relative: str, context: Mapping[str, Any]) -> str:
-        """`Template.render`, minus its per-call copy of the template's globals (a ChainMap,
-        slow to copy: about a quarter of an SMS render): they are flattened once."""
+        """`Template.render`, minus its per-call copies of the template's globals (a ChainMap,
+        slow to copy: about a third of an SMS render): they are flattened once."""
         template = self.environment.get_template(relative)
         flat = self._globals.get(relative)
         if flat is None:
             flat = self._globals[relative] = dict(template.globals)
         try:
-            ctx = template.new_context({**flat, **context}, shared=True)
+            ctx = new_context(self.environment, template.name, template.blocks,
+                              {**flat, **context}, True, flat)
             return self.environment.concat(template.root_render_func(ctx))  # type: ignore
         except Exception:
             self.environment.handle_exception()  # re-raises with template file:line frames

@@ -26,6 +26,8 @@ class ContactView:
     attributes: dict[str, Any] = field(default_factory=dict)
     #: (event type, window) → count, prefetched for the conditions in play
     event_counts: Mapping[tuple[str, timedelta | None], int] = field(default_factory=dict)
+    #: channel → suppression-list hash of its address, computed once per batch
+    address_hashes: dict[str, str] = field(default_factory=dict)
 
     def event_count(self, event_type: str, within: timedelta | None) -> int:
         return self.event_counts.get((event_type, within), 0)

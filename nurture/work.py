@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import JSON, Connection, Table, select, update
 
 from nurture import db, models
+from nurture.models import UTCDateTime
 from nurture.store import unclaimed
 
 ENROLLMENT_FIELDS = ("step_id", "seq", "state", "next_run_at", "wait_event", "ended_at",
@@ -48,27 +49,32 @@ def claim_due(conn: Connection, now: datetime, limit: int, worker: str,
     return rows
 
 
-def _executemany(conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+def _executemany(conn: Connection, sql: str, table: Table, columns: Sequence[str],
+                 rows: list[list[Any]]) -> None:
     """The batch's hot statements go straight to the driver: SQLAlchemy's per-value
-    processing costs more than the database work itself (benchmarks/tick.py). Values are
-    bound as SQLAlchemy binds our columns: aware datetimes (on SQLite, the exact text its
-    DATETIME stores: naive UTC with microseconds) and JSON as text."""
+    processing costs more than the database work itself (benchmarks/tick.py). Values of
+    `columns` (the first positions of each row) are bound as SQLAlchemy binds them: aware
+    datetimes (on SQLite, the exact text its DATETIME stores: naive UTC with microseconds)
+    and JSON as text. Rows are lists, converted in place."""
     sqlite = conn.dialect.name == "sqlite"
     if not sqlite:
         sql = sql.replace("?", "%s")
     stamps: dict[datetime, Any] = {}
-
-    def stamp(value: datetime) -> Any:
-        if value not in stamps:
-            utc = value.astimezone(UTC)
-            stamps[value] = utc.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite \
-                else utc
-        return stamps[value]
-
-    bound = [tuple(stamp(v) if type(v) is datetime else
-                   json.dumps(v) if type(v) is dict or type(v) is list else v for v in row)
-             for row in rows]
-    conn.exec_driver_sql(sql, bound)
+    timestamps = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, UTCDateTime)]
+    documents = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
+    for row in rows:
+        for i in timestamps:
+            value = row[i]
+            if value is not None:
+                if value not in stamps:
+                    utc = value.astimezone(UTC)
+                    stamps[value] = (utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+                                     if sqlite else utc)
+                row[i] = stamps[value]
+        for i in documents:
+            if row[i] is not None:
+                row[i] = json.dumps(row[i])
+    conn.exec_driver_sql(sql, [tuple(row) for row in rows])
 
 
 def write_enrollments(conn: Connection, worker: str, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -78,8 +84,8 @@ def write_enrollments(conn: Connection, worker: str, rows: Sequence[Mapping[str,
     assignments = ", ".join(f"{f} = ?" for f in ENROLLMENT_FIELDS)
     sql = (f"UPDATE enrollment SET {assignments}, claimed_by = NULL, claimed_until = NULL "
            "WHERE id = ? AND claimed_by = ?")
-    _executemany(conn, sql, [[*(r[f] for f in ENROLLMENT_FIELDS), r["id"], worker]
-                             for r in rows])
+    _executemany(conn, sql, db.enrollment, ENROLLMENT_FIELDS,
+                 [[*(r[f] for f in ENROLLMENT_FIELDS), r["id"], worker] for r in rows])
 
 
 def insert_messages(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -88,7 +94,7 @@ def insert_messages(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None
     columns = list(rows[0])
     sql = (f"INSERT INTO message ({', '.join(columns)}) "
            f"VALUES ({', '.join('?' for _ in columns)})")
-    _executemany(conn, sql, [[r[c] for c in columns] for r in rows])
+    _executemany(conn, sql, db.message, columns, [list(r.values()) for r in rows])
 
 
 def write_message_results(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -99,8 +105,8 @@ def write_message_results(conn: Connection, rows: Sequence[Mapping[str, Any]]) -
     # only messages still in flight: a webhook that already said "delivered" (or "bounced")
     # for a message is never overwritten by the batch's later "sent"
     sql = f"UPDATE message SET {assignments} WHERE public_id = ? AND state = 'sending'"
-    _executemany(conn, sql, [[*(r[f] for f in MESSAGE_RESULT_FIELDS), r["public_id"]]
-                             for r in rows])
+    _executemany(conn, sql, db.message, MESSAGE_RESULT_FIELDS,
+                 [[*(r[f] for f in MESSAGE_RESULT_FIELDS), r["public_id"]] for r in rows])
 
 
 def due_retries(conn: Connection, now: datetime, limit: int) -> list[dict[str, Any]]:
