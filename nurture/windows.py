@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
 
-from nurture.config import WindowRule
+from nurture.config import ALWAYS_OPEN, WindowRule
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SEARCH_DAYS = 400
@@ -85,7 +85,13 @@ def _open_at(rule: WindowRule, local: datetime, country: str | None) -> bool:
 def next_opening(rules: Sequence[WindowRule], tz_name: str, country: str | None,
                  now: datetime) -> datetime:
     """The first time at or after `now` when every rule's window is open."""
+    rules = [rule for rule in rules if rule is not ALWAYS_OPEN]
+    if not rules:
+        return now
     tz = zone(tz_name)
+    local = now.astimezone(tz)
+    if all(_open_at(rule, local, country) for rule in rules):  # the common case
+        return now
     candidate = now
     for _ in range(64):
         latest = max(next_opening_one(rule, tz, country, candidate) for rule in rules)
