@@ -388,3 +388,7 @@ def check_secrets(settings: Settings, path: Path) -> None:
         raise ConfigError(f"{path}: NURTURE_SECRET_KEY must be set to a real secret in production")
     if len(settings.secret_key) < 16:
         raise ConfigError(f"{path}: NURTURE_SECRET_KEY is too short (16 characters at least)")
+    if not settings.public_base_url.startswith("https://"):
+        # RFC 8058: the one-click List-Unsubscribe URI must be HTTPS
+        raise ConfigError(f"{path}: public_base_url must be https:// in production "
+                          f"(one-click unsubscribe links), not {settings.public_base_url!r}")

@@ -448,9 +448,17 @@ def test_placeholder_secrets_are_refused_in_production(tmp_path: Path,
 
 def test_a_real_secret_is_accepted_in_production(tmp_path: Path) -> None:
     config = production_config(tmp_path)
-    settings = load_settings(config, env={"NURTURE_SECRET_KEY": "9f2c1e7a5b3d8f60a4c2e1b7"})
+    settings = load_settings(config, env={"NURTURE_SECRET_KEY": "9f2c1e7a5b3d8f60a4c2e1b7",
+                                          "NURTURE_PUBLIC_BASE_URL": "https://mail.acme.test"})
     assert settings.mode == "production"
     assert settings.secret_key == "9f2c1e7a5b3d8f60a4c2e1b7"
+
+
+def test_production_links_must_be_https(tmp_path: Path) -> None:
+    """RFC 8058: the one-click unsubscribe URI in List-Unsubscribe must be HTTPS."""
+    config = production_config(tmp_path)
+    with pytest.raises(ConfigError, match="public_base_url must be https://"):
+        load_settings(config, env={"NURTURE_SECRET_KEY": "9f2c1e7a5b3d8f60a4c2e1b7"})
 
 
 def test_dev_and_demo_modes_accept_the_development_secret(tmp_path: Path) -> None:
