@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import textwrap
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
+from nurture import contacts
 from nurture.config import Settings, load_settings
+from nurture.db import Database
 from nurture.engine import Runtime
 from nurture.providers.memory import MemoryProvider
 from nurture.runtime import build_runtime
@@ -49,8 +56,8 @@ def write_project(root: Path, config_extra: str = "", journeys: dict[str, str] |
     if copy_journeys:
         for path in (REPO / "journeys").glob("*.yaml"):
             shutil.copy(path, root / "journeys" / path.name)
-    for name, text in (journeys or {}).items():
-        (root / "journeys" / f"{name}.yaml").write_text(textwrap.dedent(text))
+    for name, source in (journeys or {}).items():
+        (root / "journeys" / f"{name}.yaml").write_text(textwrap.dedent(source))
     config = root / "config.toml"
     # top-level keys of `config_extra` must come before any table
     config.write_text(BASE_CONFIG + textwrap.dedent(config_extra) + BASE_TABLES)
@@ -71,3 +78,41 @@ def make_runtime(tmp_path: Path) -> Callable[..., Runtime]:
         return build_runtime(settings, providers=chosen)
 
     return build
+
+
+PG_SERVER = os.environ.get("NURTURE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL server, dropped afterwards. Skipped only
+    where no server answers, and never in CI (which starts one)."""
+    admin = create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    name = f"nurture_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as e:
+        admin.dispose()
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL is not answering at {PG_SERVER}: {e.orig}")
+    yield f"{PG_SERVER}/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def seed_contacts(config: Path, count: int, now: datetime,
+                  env: dict[str, str] | None = None) -> None:
+    """`count` contacts user{i}@example.com with newsletter email consent, in one transaction."""
+    settings = load_settings(config, env=env or {})
+    database = Database(settings.database_url)
+    database.create_all()
+    with database.begin() as conn:
+        for i in range(count):
+            cid = contacts.add_contact(conn, settings, now, email=f"user{i}@example.com")
+            contacts.record_consent(conn, settings, now, contact=contacts.find_contact(
+                conn, str(cid)), channel="email", purpose="newsletter", action="granted",
+                source="test")
+    database.dispose()

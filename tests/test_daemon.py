@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from nurture import contacts, db
+from nurture import db
 from nurture.config import load_settings
 from nurture.db import Database
-from tests.conftest import write_project
+from tests.conftest import seed_contacts, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -36,17 +36,7 @@ CONTACTS = 1500
 
 
 def seed(config: Path, count: int) -> None:
-    settings = load_settings(config)
-    database = Database(settings.database_url)
-    database.create_all()
-    now = datetime.now(UTC)
-    with database.begin() as conn:
-        for i in range(count):
-            cid = contacts.add_contact(conn, settings, now, email=f"user{i}@example.com")
-            contacts.record_consent(conn, settings, now, contact=contacts.find_contact(
-                conn, str(cid)), channel="email", purpose="newsletter", action="granted",
-                source="test")
-    database.dispose()
+    seed_contacts(config, count, datetime.now(UTC))
 
 
 def nurture(config: Path, *args: str) -> subprocess.Popen[bytes]:

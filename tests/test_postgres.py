@@ -7,14 +7,11 @@ import email
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import func, select
 
 from nurture import contacts, db
 from nurture.config import load_settings
@@ -23,7 +20,7 @@ from nurture.engine import tick
 from nurture.events import IncomingEvent, ingest
 from nurture.providers.memory import MemoryProvider
 from nurture.runtime import build_runtime
-from tests.conftest import write_project
+from tests.conftest import seed_contacts, write_project
 
 pytestmark = pytest.mark.postgres
 
@@ -43,36 +40,8 @@ steps:
 MONDAY = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh database on the local server, dropped afterwards."""
-    admin = create_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    name = f"nurture_test_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as e:
-        admin.dispose()
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL is not answering at {SERVER}: {e.orig}")
-    yield f"{SERVER}/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def seed(config: Path, url: str, count: int, now: datetime = MONDAY) -> None:
-    settings = load_settings(config, env={"NURTURE_DATABASE_URL": url})
-    database = Database(settings.database_url)
-    database.create_all()
-    with database.begin() as conn:
-        for i in range(count):
-            cid = contacts.add_contact(conn, settings, now, email=f"user{i}@example.com")
-            contacts.record_consent(conn, settings, now, contact=contacts.find_contact(
-                conn, str(cid)), channel="email", purpose="newsletter", action="granted",
-                source="test")
-    database.dispose()
+    seed_contacts(config, count, now, env={"NURTURE_DATABASE_URL": url})
 
 
 def test_the_engine_runs_unchanged_on_postgresql(tmp_path, pg_url):
