@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from nurture import db  # noqa: E402
 from nurture.config import load_settings  # noqa: E402
+from nurture.daemon import settle_memory  # noqa: E402
 from nurture.engine import tick  # noqa: E402
 from nurture.providers.memory import MemoryProvider  # noqa: E402
 from nurture.runtime import build_runtime  # noqa: E402
@@ -104,6 +105,7 @@ def run_engine(config: Path, count: int) -> tuple[float, int]:
     sink = MemoryProvider()
     rt = build_runtime(settings, providers={"email": sink, "sms": sink})
     seed(rt, count)
+    settle_memory()  # as the daemon does after start-up
     started = time.perf_counter()
     report = tick(rt, NOW)
     elapsed = time.perf_counter() - started
