@@ -61,16 +61,22 @@ def add_contact(conn: Connection, settings: Settings, now: datetime, *, email: s
     existing = (store.contact_row(conn, email=values.get("email")) if email
                 else store.contact_row(conn, phone=values["phone"]))
     if existing is not None:
-        merged = dict(existing._mapping["attributes"] or {})
-        merged.update(attributes or {})
+        before = dict(existing._mapping["attributes"] or {})
+        merged = {**before, **(attributes or {})}
         store.update_contact(conn, existing.id, {**values, "attributes": merged})
-        return int(existing.id)
-    values.setdefault("locale", settings.default_locale)
-    values.setdefault("timezone", settings.default_timezone)
-    values.update(attributes=dict(attributes or {}), created_at=now, stage="lead",
-                  temperature="cold", score=0.0, fit=0.0, decay_at=None)
-    values.setdefault("role_account", False)
-    return store.insert_contact(conn, values)
+        contact_id, profiled = int(existing.id), merged != before
+    else:
+        values.setdefault("locale", settings.default_locale)
+        values.setdefault("timezone", settings.default_timezone)
+        values.update(attributes=dict(attributes or {}), created_at=now, stage="lead",
+                      temperature="cold", score=0.0, fit=0.0, decay_at=None)
+        values.setdefault("role_account", False)
+        contact_id, profiled = store.insert_contact(conn, values), bool(attributes)
+    if profiled:  # the fit follows the profile, with the rule that decided it
+        from nurture import maturity  # maturity → reply_effects → contacts
+
+        maturity.reassess(conn, settings, contact_id, now)
+    return contact_id
 
 
 def find_contact(conn: Connection, who: str) -> Any:

@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from nurture import store
-from nurture.errors import ContactError
 from nurture.loader import LoadedJourney
 from nurture.views import ContactView
 from nurture.vocab import LIVE_ENROLLMENT_STATES as _LIVE
-from nurture.vocab import EnrollmentState, is_valid_event_type
+from nurture.vocab import EnrollmentState
 
 if TYPE_CHECKING:
     from nurture.engine import Runtime
@@ -39,28 +38,13 @@ class IncomingEvent:
 
 
 def ingest(conn: Connection, rt: Runtime, event: IncomingEvent, now: datetime) -> int | None:
-    """Record and apply an event. Returns its id, or None when it was a replay."""
-    if not is_valid_event_type(event.type):
-        raise ContactError(f"unknown event type {event.type!r} (custom types start with 'x.')")
-    if event.occurred_at.tzinfo is None:
-        raise ContactError("event time must carry a time zone")
-    event_id = store.insert_event(conn, {
-        "contact_id": event.contact_id, "type": event.type, "source": event.source,
-        "source_event_id": event.source_event_id, "occurred_at": event.occurred_at,
-        "received_at": now, "message_id": event.message_id,
-        "properties": dict(event.properties), "raw": dict(event.raw),
-    })
-    if event_id is None or event.contact_id is None:
-        return event_id
-    resume_waiting(conn, rt, event.contact_id, event.type, now)
-    for hook in rt.event_hooks:
-        hook(conn, rt, event_id, event, now)
-    apply_exits(conn, rt, event.contact_id, now)
-    from nurture.engine import enroll
+    """Record and apply an event. Returns its id, or None when it was a replay.
 
-    enroll(conn, rt, [event.contact_id], now, event_type=event.type)
-    store.update_contact(conn, event.contact_id, {"evaluate_at": now})
-    return event_id
+    A batch of one for `intake.ingest_many`: one set of effects for both paths, in a few
+    statements (the contact is read once for scoring, exits and entries)."""
+    from nurture.intake import ingest_many
+
+    return ingest_many(conn, rt, [event], now)[0]
 
 
 def resume_waiting(conn: Connection, rt: Runtime, contact_id: int, event_type: str,

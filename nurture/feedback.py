@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from nurture import store
+from nurture import reply_effects, store
 from nurture.events import IncomingEvent, ingest
 from nurture.hygiene import address_hash
 from nurture.providers.base import ProviderEvent
-from nurture.replies import Classifier, Intent, rules_from_config
+from nurture.replies import Intent
 from nurture.vocab import ALL_PURPOSES, ConsentAction, EventType, LegalBasis, MessageState
 
 if TYPE_CHECKING:
@@ -210,8 +210,8 @@ def _honour_opt_out_type(conn: Connection, contact_id: int, event_id: int,
 
 
 def is_help(rt: Runtime, text: str) -> bool:
-    rules = rules_from_config([r.model_dump() for r in rt.settings.replies.rules])
-    return Classifier(rules).classify(text).intent == Intent.HELP
+    """HELP (or AIDE…), read by the runtime's reply classifier (compiled once)."""
+    return reply_effects.classifier(rt.settings).classify(text).intent == Intent.HELP
 
 
 def help_text(conn: Connection, rt: Runtime, contact_id: int | None) -> str | None:

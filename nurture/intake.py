@@ -1,28 +1,35 @@
 """Batched ingest: what `events.ingest` does for one event, for many in a few statements.
 
-`POST /events` batches (and the benchmark) come through here. The effects and their order
-are those of `events.ingest`: store once per (source, source_event_id), resume waiting
-enrollments, run the event hooks (a hook with a `many` attribute is called once for the
-batch, others once per event; a batched hook may return the contacts as it left them,
-to spare a reload), leave journeys whose exit/goal now holds, enter
-event-triggered journeys, flag the contacts for re-evaluation.
+`POST /events` batches, the webhooks and the CLI (a batch of one) come through here. The
+effects and their order are those of ingesting the events one by one: store once per
+(source, source_event_id), resume waiting enrollments, run the event hooks, leave
+journeys whose exit/goal now holds, enter event-triggered journeys, flag the contacts
+for re-evaluation.
+
+Event hooks: a hook with a `many` attribute is called once for a run of events (it may
+return the contacts as it left them — written, and flagged for re-evaluation — to spare
+a reload); others once per event, and only for the event types in their `types`
+attribute when they have one. An event such a per-event hook acts on (a reply) is
+applied on its own, after everything before it and before everything after it: what a
+reply does (stop-on-reply, consent) depends on where the earlier events left the contact.
 
 One difference, on purpose: one by one, a contact may enter a journey at one event and
-leave it at the next, before any of its steps ran; in a batch it enters only the
-journeys that match where the whole batch leaves it.
+leave it at the next, or resume a `wait_for` and leave, before any of its steps ran; in a
+run it goes straight to where the whole run leaves it.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
-from nurture import entry, events, store
+from nurture import entry, events, scoring, store
 from nurture import maturity_store as ms
 from nurture.errors import ContactError
 from nurture.events import IncomingEvent
@@ -54,25 +61,59 @@ def ingest_many(conn: Connection, rt: Runtime, batch: Sequence[IncomingEvent],
         "raw": dict(e.raw)} for e in batch])
     fresh = [(eid, e) for eid, e in zip(ids, batch, strict=True)
              if eid is not None and e.contact_id is not None]
-    if not fresh:
-        return ids
-    resume_waiting(conn, rt, fresh, now)
+    for run in _runs(rt, fresh):
+        apply_run(conn, rt, run, now)
+    return ids
+
+
+_NONE: frozenset[str] = frozenset()
+
+
+def _runs(rt: Runtime, fresh: list[tuple[int, IncomingEvent]]
+          ) -> Iterator[list[tuple[int, IncomingEvent]]]:
+    """The events in runs applied together; an event a per-event hook acts on is a run
+    of its own."""
+    single = [getattr(hook, "types", None) for hook in rt.event_hooks
+              if getattr(hook, "many", None) is None]
+    run: list[tuple[int, IncomingEvent]] = []
+    for item in fresh:
+        if any(types is None or item[1].type in types for types in single):
+            if run:
+                yield run
+            yield [item]
+            run = []
+        else:
+            run.append(item)
+    if run:
+        yield run
+
+
+def apply_run(conn: Connection, rt: Runtime, run: Sequence[tuple[int, IncomingEvent]],
+              now: datetime) -> None:
+    """What stored events change, for a run of them (see the module doc)."""
+    resume_waiting(conn, rt, run, now)
     #: contacts as the last hooks left them (a batched hook may return them)
     known: dict[int, ContactView] = {}
     for hook in rt.event_hooks:
         many = getattr(hook, "many", None)
         if many is not None:
-            known.update(many(conn, rt, fresh, now) or {})
-        else:
-            for event_id, event in fresh:
-                hook(conn, rt, event_id, event, now)
+            known.update(many(conn, rt, run, now) or {})
+            continue
+        types = getattr(hook, "types", None)
+        acted = [(eid, event) for eid, event in run if types is None or event.type in types]
+        for event_id, event in acted:
+            hook(conn, rt, event_id, event, now)
+        if acted:
             known.clear()  # it may have changed contacts
-    triggered: dict[int, set[str]] = defaultdict(set)
-    for _, event in fresh:
-        triggered[event.contact_id or 0].add(event.type)
+    triggers = {j.journey.entry.event for j in rt.journeys.values() if j.journey.entry.event}
+    triggered: dict[int, frozenset[str]] = {}  # contact → the journey triggers among its events
+    for _, event in run:
+        cid = event.contact_id or 0
+        found = triggered.get(cid, _NONE)
+        triggered[cid] = found | {event.type} if event.type in triggers else found
     follow_journeys(conn, rt, triggered, now, known)
-    ms.mark_for_evaluation(conn, triggered, now)
-    return ids
+    # the contacts a batched hook returned are flagged already (written with evaluate_at)
+    ms.mark_for_evaluation(conn, [cid for cid in triggered if cid not in known], now)
 
 
 def resume_waiting(conn: Connection, rt: Runtime, fresh: Sequence[tuple[int, IncomingEvent]],
@@ -86,7 +127,7 @@ def resume_waiting(conn: Connection, rt: Runtime, fresh: Sequence[tuple[int, Inc
             events.resume_waiting(conn, rt, cid, event_type, now)
 
 
-def follow_journeys(conn: Connection, rt: Runtime, triggered: dict[int, set[str]],
+def follow_journeys(conn: Connection, rt: Runtime, triggered: Mapping[int, AbstractSet[str]],
                     now: datetime, known: dict[int, ContactView] | None = None) -> None:
     """`events.apply_exits`, then `engine.enroll` for each event type, for many contacts:
     contacts (unless `known`), live enrollments and event counts fetched once for both."""
@@ -95,24 +136,36 @@ def follow_journeys(conn: Connection, rt: Runtime, triggered: dict[int, set[str]
     if len(contacts) < len(triggered):
         contacts.update(ms.contact_views(conn, set(triggered) - set(contacts))[0])
     journeys = list(rt.journeys.values())
-    _count_events(conn, contacts, journeys, now)
+    enrolled = ms.live_enrollments(conn, contacts)
+    _count_events(conn, contacts, journeys, enrolled, now)
+    decisions = _Decisions(journeys, now)
+    keys = {cid: decisions.inputs.key(contact) for cid, contact in contacts.items()}
     live: dict[int, list[dict[str, Any]]] = defaultdict(list)
     leaving = []
-    for row in ms.live_enrollments(conn, contacts):
+    for row in enrolled:
         loaded = rt.journeys.get(row["journey_id"])
-        reason = events.leave_reason(loaded, contacts[row["contact_id"]]) if loaded else None
+        cid = row["contact_id"]
+        reason = decisions.leave(loaded, contacts[cid], keys[cid]) if loaded else None
         if reason:
             leaving.append({"id": row["id"], "state": EnrollmentState.EXITED,
                             "next_run_at": None, "ended_at": now, "end_reason": reason,
                             "wait_event": None, "updated_at": now})
         else:
-            live[row["contact_id"]].append(row)
+            live[cid].append(row)
     ms.update_enrollments(conn, leaving)
+    _enter(conn, decisions, contacts, keys, live, triggered, now)
+
+
+def _enter(conn: Connection, decisions: _Decisions, contacts: dict[int, ContactView],
+           keys: dict[int, tuple[Any, ...] | None], live: dict[int, list[dict[str, Any]]],
+           triggered: Mapping[int, AbstractSet[str]], now: datetime) -> None:
+    """`engine.enroll` for each event type the contacts had (and none)."""
+    journeys = decisions.journeys
     triggers = {j.journey.entry.event for j in journeys if j.journey.entry.event}
-    kinds = {cid: [*sorted(triggered[cid] & triggers), None] for cid in contacts}
+    kinds = {cid: (*sorted(triggered[cid] & triggers), None) for cid in contacts}
     # the re-entry history matters only to contacts some journey would take
     hopeful = [cid for cid, contact in contacts.items() if any(
-        entry.entries_for(contact, live[cid], {}, journeys, now, kind) for kind in kinds[cid])]
+        decisions.would_enter(contact, keys[cid], live[cid], kind) for kind in kinds[cid])]
     ended: dict[int, dict[str, datetime]] = defaultdict(dict)
     for (cid, journey_id), at in store.last_ended(conn, hopeful).items():
         if at is not None:
@@ -124,20 +177,69 @@ def follow_journeys(conn: Connection, rt: Runtime, triggered: dict[int, set[str]
             for loaded in entry.entries_for(contacts[cid], mine, ended[cid], journeys, now, kind):
                 mine.append(entry.enrollment_row(loaded, cid, now))
                 rows.append(mine[-1])
-    ms.insert_enrollments(conn, rows)
+    store.insert_enrollments(conn, rows)
+
+
+class _Decisions:
+    """A batch's exit and entry decisions, remembered by what the journeys' conditions
+    read of a contact (`scoring.Inputs`): thousands of contacts share a few stages and
+    temperatures, so each decision is evaluated once per distinct case."""
+
+    def __init__(self, journeys: list[LoadedJourney], now: datetime) -> None:
+        self.journeys, self.now = journeys, now
+        self.inputs = scoring.Inputs(j.condition(source) for j in journeys
+                                     for source in _deciding(j) if source)
+        self.known: dict[tuple[Any, ...], Any] = {}
+
+    def leave(self, loaded: LoadedJourney, contact: ContactView,
+              key: tuple[Any, ...] | None) -> str | None:
+        """`events.leave_reason`."""
+        if key is None:
+            return events.leave_reason(loaded, contact)
+        memo = ("leave", loaded.id, key)
+        if memo not in self.known:
+            self.known[memo] = events.leave_reason(loaded, contact)
+        return self.known[memo]  # type: ignore[no-any-return]
+
+    def would_enter(self, contact: ContactView, key: tuple[Any, ...] | None,
+                    live: list[dict[str, Any]], kind: str | None) -> bool:
+        """Whether `entry.entries_for` takes the contact anywhere, re-entry aside."""
+        if key is None:
+            return bool(entry.entries_for(contact, live, {}, self.journeys, self.now, kind))
+        # what entries_for reads of the live enrollments: journeys and exclusive purposes
+        busy = tuple(sorted((r["journey_id"], r["purpose"], bool(r["exclusive"]))
+                            for r in live))
+        memo = ("enter", key, busy, kind)
+        if memo not in self.known:
+            self.known[memo] = bool(entry.entries_for(contact, live, {}, self.journeys,
+                                                      self.now, kind))
+        return self.known[memo]  # type: ignore[no-any-return]
+
+
+def _deciding(loaded: LoadedJourney) -> tuple[str | None, ...]:
+    """The conditions of entries, exits and goals (branches are the steps' business)."""
+    journey = loaded.journey
+    return journey.entry.when, journey.exit_when, journey.goal
 
 
 def _count_events(conn: Connection, contacts: dict[int, ContactView],
-                  journeys: list[LoadedJourney], now: datetime) -> None:
-    """The event counts that entry, exit and goal conditions read (not branches')."""
-    wanted = {pair for j in journeys
-              for source in (j.journey.entry.when, j.journey.exit_when, j.journey.goal) if source
-              for pair in j.condition(source).event_windows()}
-    if not wanted or not contacts:
-        return
-    counts = store.event_counts(conn, list(contacts), wanted, now)
-    for cid, contact in contacts.items():
-        contact.event_counts = {(t, w): counts.get((cid, t, w), 0) for t, w in wanted}
+                  journeys: list[LoadedJourney], enrolled: list[dict[str, Any]],
+                  now: datetime) -> None:
+    """The event counts that the conditions evaluated next read: entries' for every
+    contact, exits' and goals' for the contacts in those journeys (not branches')."""
+    entering = {pair for j in journeys if j.journey.entry.when
+                for pair in j.condition(j.journey.entry.when).event_windows()}
+    leaving = {j.id: {pair for source in (j.journey.exit_when, j.journey.goal) if source
+                      for pair in j.condition(source).event_windows()} for j in journeys}
+    wanted: dict[tuple[str, Any], set[int]] = {pair: set(contacts) for pair in entering}
+    for row in enrolled:
+        for pair in leaving.get(row["journey_id"], ()):
+            wanted.setdefault(pair, set()).add(row["contact_id"])
+    for pair, ids in wanted.items():
+        counts = store.event_counts(conn, sorted(ids), [pair], now)
+        for cid in ids:
+            contact = contacts[cid]
+            contact.event_counts = {**contact.event_counts, pair: counts.get((cid, *pair), 0)}
 
 
 def ingest_for(conn: Connection, rt: Runtime,

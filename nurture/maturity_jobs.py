@@ -43,7 +43,7 @@ def decay_due(rt: Runtime, now: datetime) -> int:
                 contact = contacts[cid]
                 award = scoring.decay_award(contact.score, now - due_at + every, config)
                 writes.add(contact, scoring.assess(contact, config, [award] if award else []))
-            writes.flush(conn, rt, decay_at, reschedule=True)
+            writes.flush(conn, rt.settings, decay_at, reschedule=True)
             maturity.leave_journeys(conn, rt, writes.moved, now)
         total += len(due)
     if total:

@@ -7,16 +7,16 @@ Claims use `FOR UPDATE SKIP LOCKED` on PostgreSQL so several daemons share the w
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Select, Table, insert, select, update
 
 from nurture import db
 from nurture.models import LIVE_SQL
-from nurture.store import chunks, state_in
+from nurture.store import chunks, driver_rows, driver_sql, execute_many
 from nurture.views import ContactView
 
 
@@ -24,20 +24,50 @@ def _claim(conn: Connection, query: Select[Any]) -> Select[Any]:
     return query.with_for_update(skip_locked=True) if conn.dialect.name == "postgresql" else query
 
 
-def _update_many(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+def _marks(count: int) -> str:
+    return ", ".join("?" for _ in range(count))
+
+
+def _fetch(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Rows of a driver-level SELECT (`?` placeholders), as the driver's plain tuples:
+    no result objects to build, nor for the garbage collector to track."""
+    result = conn.exec_driver_sql(driver_sql(conn, sql), tuple(params))
+    try:
+        return list(result.cursor.fetchall())
+    finally:
+        result.close()
+
+
+def _time(value: Any) -> Any:
+    """A timestamp read by the driver as `UTCDateTime` gives it: aware UTC (SQLite's
+    DATETIME is text)."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return value.astimezone(UTC) if value is not None else None
+
+
+_decode = json.JSONDecoder().raw_decode
+
+
+def _document(value: Any) -> Any:
+    """A JSON column read by the driver (text on SQLite, which we wrote ourselves)."""
+    return _decode(value)[0] if isinstance(value, str) else value
+
+
+def _update_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """One executemany UPDATE by id; every row carries the same keys."""
     if not rows:
         return
     keys = [k for k in rows[0] if k != "id"]
-    stmt = (update(table).where(table.c.id == bindparam("_id"))
-            .values({k: bindparam(k) for k in keys}))
-    conn.execute(stmt, [{"_id": r["id"], **{k: r[k] for k in keys}} for r in rows])
+    assignments = ", ".join(f'"{k}" = ?' for k in keys)
+    execute_many(conn, f"UPDATE {table.name} SET {assignments} WHERE id = ?", table, keys,
+                 ([*(r[k] for k in keys), r["id"]] for r in rows))
 
 
 # ---- contacts ------------------------------------------------------------------------
 
 
-#: what a ContactView needs (the other timestamps are not read: converting them costs)
+#: what a ContactView needs, and decay_at (the other timestamps are not read)
 _VIEW = ("id", "email", "phone", "locale", "timezone", "country", "stage", "temperature",
          "score", "fit", "role_account", "attributes", "decay_at")
 
@@ -47,17 +77,23 @@ def contact_views(conn: Connection, ids: Iterable[int], lock: bool = False
     """Contacts as views, and when each decays next. With `lock` (to change scores) the
     rows are locked in id order on PostgreSQL, so two transactions never add points to
     the same stale score."""
-    t = db.contact
-    columns = [t.c[name] for name in _VIEW]
+    sqlite = conn.dialect.name == "sqlite"
+    columns = ", ".join(f'"{name}"' for name in _VIEW)
     found: dict[int, ContactView] = {}
     decay_at: dict[int, datetime | None] = {}
+    times: dict[Any, datetime | None] = {}  # contacts scored together decay together
     for part in chunks(sorted(set(ids))):
-        query = select(*columns).where(t.c.id.in_(part)).order_by(t.c.id)
-        if lock and conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        for row in conn.execute(query).mappings():
-            found[row["id"]] = ContactView.from_row(dict(row))
-            decay_at[row["id"]] = row["decay_at"]
+        sql = f"SELECT {columns} FROM contact WHERE id IN ({_marks(len(part))}) ORDER BY id"
+        if lock and not sqlite:
+            sql += " FOR UPDATE"
+        for (cid, email, phone, locale, zone, country, stage, temperature, score, fit,
+             role_account, attributes, decays) in _fetch(conn, sql, part):
+            found[cid] = ContactView(cid, email, phone, locale, zone, country, stage,
+                                     temperature, score, fit, bool(role_account),
+                                     _document(attributes) or {})
+            if decays not in times:
+                times[decays] = _time(decays)
+            decay_at[cid] = times[decays]
     return found, decay_at
 
 
@@ -72,11 +108,10 @@ def update_contacts(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None
 
 def mark_for_evaluation(conn: Connection, ids: Iterable[int], now: datetime) -> None:
     """Due for journey evaluation by `now` (rows already due are not rewritten)."""
-    t = db.contact
     for part in chunks(sorted(set(ids))):
-        conn.execute(update(t).where(t.c.id.in_(part), or_(t.c.evaluate_at.is_(None),
-                                                           t.c.evaluate_at > now))
-                     .values(evaluate_at=now))
+        sql = (f"UPDATE contact SET evaluate_at = ? WHERE id IN ({_marks(len(part))}) "
+               "AND (evaluate_at IS NULL OR evaluate_at > ?)")
+        execute_many(conn, sql, db.contact, ["evaluate_at"], [[now, *part, now]])
 
 
 def contact_ids_by_email(conn: Connection, emails: Iterable[str]) -> dict[str, int]:
@@ -116,21 +151,34 @@ def stale_prospects(conn: Connection, before: datetime, limit: int) -> list[int]
 # ---- changes and events --------------------------------------------------------------
 
 
-def insert_changes(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+#: the columns of `insert_changes` rows, in order
+CHANGE_COLUMNS = ("contact_id", "field", "old", "new", "delta", "rule", "event_id", "reason",
+                  "at")
+
+
+def insert_changes(conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
+    """Explained changes, each row the values of CHANGE_COLUMNS."""
     if rows:
-        conn.execute(insert(db.contact_change), list(rows))
+        sql = (f"INSERT INTO contactchange ({', '.join(f'{c!r}' for c in CHANGE_COLUMNS)}) "
+               f"VALUES ({_marks(len(CHANGE_COLUMNS))})").replace("'", '"')
+        execute_many(conn, sql, db.contact_change, CHANGE_COLUMNS, rows)
+
+
+_SCORES = "AND field = 'score' "
 
 
 def rule_hits_many(conn: Connection, contact_ids: Iterable[int], rule: str,
-                   since: datetime) -> dict[int, int]:
-    """contact → score changes made by `rule` since `since` (per-rule caps)."""
-    t = db.contact_change
+                   since: datetime, only_scores: bool = True) -> dict[int, int]:
+    """contact → score changes made by `rule` since `since` (per-rule caps). Only score
+    changes carry a score rule's name, unless fit rules are named alike (then the caller
+    asks for `only_scores`): without it, the count is read from the index alone."""
+    (stamp,) = driver_rows(conn, db.contact_change, ["at"], [[since]])[0]
     found: dict[int, int] = {}
     for part in chunks(sorted(set(contact_ids))):
-        stmt = (select(t.c.contact_id, func.count())
-                .where(t.c.contact_id.in_(part), t.c.rule == rule, t.c.at >= since,
-                       t.c.field == "score").group_by(t.c.contact_id))
-        found.update({cid: count for cid, count in conn.execute(stmt)})
+        sql = ("SELECT contact_id, count(*) FROM contactchange "
+               f"WHERE contact_id IN ({_marks(len(part))}) AND rule = ? AND at >= ? "
+               f"{_SCORES if only_scores else ''}GROUP BY contact_id")
+        found.update(dict(_fetch(conn, sql, [*part, rule, stamp])))
     return found
 
 
@@ -138,21 +186,18 @@ def qualifying_events(conn: Connection, contact_ids: Iterable[int],
                       limit: int = 20) -> dict[int, list[dict[str, Any]]]:
     """contact → its latest `limit` events that added points, with the points and the
     rule, newest first (handoff payloads)."""
-    c, e = db.contact_change, db.event_t
     found: dict[int, list[dict[str, Any]]] = {}
     for part in chunks(sorted(set(contact_ids))):
-        rank = func.row_number().over(partition_by=c.c.contact_id, order_by=c.c.id.desc())
-        latest = (select(c.c.contact_id, c.c.event_id, c.c.delta, c.c.rule, c.c.id,
-                         rank.label("rank"))
-                  .where(c.c.contact_id.in_(part), c.c.field == "score", c.c.delta > 0,
-                         c.c.event_id.is_not(None)).subquery())
-        stmt = (select(latest.c.contact_id, e.c.id, e.c.type, e.c.occurred_at, e.c.properties,
-                       latest.c.delta, latest.c.rule)
-                .join(e, e.c.id == latest.c.event_id).where(latest.c.rank <= limit)
-                .order_by(latest.c.contact_id, latest.c.id.desc()))
-        for row in conn.execute(stmt).mappings():
-            item = dict(row)
-            found.setdefault(item.pop("contact_id"), []).append(item)
+        sql = ("SELECT q.contact_id, e.id, e.type, e.occurred_at, e.properties, q.delta, q.rule "
+               "FROM (SELECT contact_id, event_id, delta, rule, id, row_number() OVER "
+               "(PARTITION BY contact_id ORDER BY id DESC) AS latest FROM contactchange "
+               f"WHERE contact_id IN ({_marks(len(part))}) AND field = 'score' AND delta > 0 "
+               "AND event_id IS NOT NULL) AS q JOIN event AS e ON e.id = q.event_id "
+               "WHERE q.latest <= ? ORDER BY q.contact_id, q.id DESC")
+        for cid, eid, kind, at, properties, delta, rule in _fetch(conn, sql, [*part, limit]):
+            found.setdefault(cid, []).append({
+                "id": eid, "type": kind, "occurred_at": _time(at),
+                "properties": _document(properties), "delta": delta, "rule": rule})
     return found
 
 
@@ -161,9 +206,16 @@ def set_event_properties(conn: Connection, event_id: int, properties: Mapping[st
     conn.execute(update(t).where(t.c.id == event_id).values(properties=dict(properties)))
 
 
+#: the columns of an event row, in the order they are inserted
+EVENT_COLUMNS = ("contact_id", "type", "source", "source_event_id", "occurred_at",
+                 "received_at", "message_id", "properties", "raw")
+
+
 def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int | None]:
     """Store events once per (source, source_event_id): each row's new id, None for a
-    replay (of an earlier event or of an earlier row of the same batch)."""
+    replay (of an earlier event or of an earlier row of the same batch). Events with a
+    source id go in one multi-row INSERT … ON CONFLICT DO NOTHING RETURNING per
+    thousand: what it returns is exactly what this transaction stored."""
     t = db.event_t
     ids: list[int | None] = [None] * len(rows)
     keyed: dict[tuple[str, str], int] = {}
@@ -173,12 +225,15 @@ def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[i
             plain.append(index)
         else:
             keyed.setdefault((row["source"], row["source_event_id"]), index)
-    if keyed:
-        module = postgresql if conn.dialect.name == "postgresql" else sqlite
-        stmt = (module.insert(t)
-                .on_conflict_do_nothing(index_elements=["source", "source_event_id"])
-                .returning(t.c.id, t.c.source, t.c.source_event_id))
-        for new_id, source, source_id in conn.execute(stmt, [rows[i] for i in keyed.values()]):
+    values = f"({_marks(len(EVENT_COLUMNS))})"
+    for part in chunks(list(keyed.values()), 1000):
+        sql = (f"INSERT INTO event ({', '.join(EVENT_COLUMNS)}) "
+               f"VALUES {', '.join(values for _ in part)} "
+               "ON CONFLICT (source, source_event_id) DO NOTHING "
+               "RETURNING id, source, source_event_id")
+        bound = driver_rows(conn, t, EVENT_COLUMNS,
+                            ([rows[i][c] for c in EVENT_COLUMNS] for i in part))
+        for new_id, source, source_id in _fetch(conn, sql, [v for row in bound for v in row]):
             ids[keyed[(source, source_id)]] = new_id
     if plain:
         stmt = insert(t).returning(t.c.id, sort_by_parameter_order=True)
@@ -196,40 +251,44 @@ def message_channel(conn: Connection, message_id: int) -> str | None:
 # ---- enrollments ---------------------------------------------------------------------
 
 
+#: the condition of the partial index of live enrollments, word for word (SQLite uses
+#: a partial index only for a query that says what it says)
+_LIVE = LIVE_SQL.text
+
+
+def _live_enrollment(conn: Connection) -> str:
+    """`enrollment`, read through the index of live enrollments on SQLite: its planner
+    would take the state index (every live row of the table) for a handful of contacts,
+    where the contact index also holds every ended enrollment."""
+    return "enrollment INDEXED BY uq_enrollment_live" if conn.dialect.name == "sqlite" \
+        else "enrollment"
+
+
 def waiting_for_many(conn: Connection, contact_ids: Iterable[int],
                      event_types: Iterable[str]) -> list[dict[str, Any]]:
     """Enrollments of these contacts waiting for one of these event types."""
-    t = db.enrollment
     types = sorted(set(event_types))
     rows: list[dict[str, Any]] = []
     for part in chunks(sorted(set(contact_ids))):
-        stmt = select(t.c.id, t.c.contact_id, t.c.state, t.c.wait_event).where(
-            t.c.contact_id.in_(part), state_in(["waiting"]), t.c.wait_event.in_(types))
-        rows.extend(dict(r) for r in conn.execute(stmt).mappings())
+        sql = (f"SELECT id, contact_id, state, wait_event FROM {_live_enrollment(conn)} "
+               f"WHERE contact_id IN ({_marks(len(part))}) AND {_LIVE} AND state = 'waiting' "
+               f"AND wait_event IN ({_marks(len(types))})")
+        rows.extend({"id": i, "contact_id": c, "state": s, "wait_event": w}
+                    for i, c, s, w in _fetch(conn, sql, [*part, *types]))
     return rows
 
 
 def live_enrollments(conn: Connection, contact_ids: Iterable[int]) -> list[dict[str, Any]]:
     """What exits and entries read of the live enrollments of these contacts."""
-    t = db.enrollment
-    columns = (t.c.id, t.c.contact_id, t.c.journey_id, t.c.purpose, t.c.exclusive, t.c.state)
     rows: list[dict[str, Any]] = []
     for part in chunks(sorted(set(contact_ids))):
-        stmt = select(*columns).where(t.c.contact_id.in_(part),
-                                      state_in(["active", "waiting", "paused"]))
-        rows.extend(dict(r) for r in conn.execute(stmt).mappings())
+        sql = ('SELECT id, contact_id, journey_id, purpose, "exclusive", state '
+               f"FROM {_live_enrollment(conn)} "
+               f"WHERE contact_id IN ({_marks(len(part))}) AND {_LIVE}")
+        rows.extend({"id": i, "contact_id": c, "journey_id": j, "purpose": p,
+                     "exclusive": bool(x), "state": s}
+                    for i, c, j, p, x, s in _fetch(conn, sql, part))
     return rows
-
-
-def insert_enrollments(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """`store.insert_enrollments` in one executemany: a contact already live in that
-    journey (another daemon, another request) is left as it is."""
-    if not rows:
-        return
-    module = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = module.insert(db.enrollment).on_conflict_do_nothing(
-        index_elements=["contact_id", "journey_id"], index_where=LIVE_SQL)
-    conn.execute(stmt, list(rows))
 
 
 def enrollment(conn: Connection, enrollment_id: int) -> dict[str, Any] | None:
@@ -243,6 +302,15 @@ def update_enrollments(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> N
 
 
 # ---- handoffs ------------------------------------------------------------------------
+
+
+def insert_handoffs(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Handoffs to deliver (rows with the same keys), in one statement."""
+    if rows:
+        columns = list(rows[0])
+        sql = (f"INSERT INTO handoff ({', '.join(columns)}) "
+               f"VALUES ({_marks(len(columns))})")
+        execute_many(conn, sql, db.handoff, columns, ([r[c] for c in columns] for r in rows))
 
 
 def claim_handoffs(conn: Connection, now: datetime, limit: int,

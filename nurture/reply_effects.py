@@ -97,6 +97,10 @@ def on_reply(conn: Connection, rt: Runtime, event_id: int, event: IncomingEvent,
         pause_for_reply(conn, rt, event.contact_id, channel, found.intent, event_id, now)
 
 
+#: the only events `on_reply` acts on (`intake` applies them one at a time)
+on_reply.types = frozenset({EventType.REPLY_RECEIVED})  # type: ignore[attr-defined]
+
+
 def _consent(conn: Connection, rt: Runtime, event: IncomingEvent, event_id: int, channel: str,
              action: str, found: Classification, text: str, now: datetime) -> None:
     contact = store.contact_row(conn, contact_id=event.contact_id)

@@ -15,15 +15,15 @@ contact's attributes; the fit is the sum of the points of those that hold.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from nurture.conditions import ConditionContext, parse
+from nurture.conditions import CORE_FIELDS, Condition, ConditionContext, parse
 from nurture.durations import parse_duration
 from nurture.replies import Intent
-from nurture.score_filters import parse_filter
+from nurture.score_filters import parse_filter, predicate
 from nurture.views import ContactView
 from nurture.vocab import Stage, Temperature
 
@@ -50,15 +50,18 @@ def matching_rules(rules: Sequence[ScoreRule], event_type: str,
 
 
 class RuleIndex:
-    """Score rules by event type, so each event is matched against its own rules only."""
+    """Score rules by event type with their filters compiled, so each event is matched
+    against its own rules only: `matching_rules` for many events."""
 
     def __init__(self, rules: Sequence[ScoreRule]) -> None:
-        self.by_event: dict[str, list[ScoreRule]] = {}
+        self.by_event: dict[str, list[tuple[ScoreRule, list[Callable[..., bool]]]]] = {}
         for rule in rules:
-            self.by_event.setdefault(rule.event, []).append(rule)
+            tests = [predicate(key, spec) for key, spec in rule.where.items()]
+            self.by_event.setdefault(rule.event, []).append((rule, tests))
 
     def matching(self, event_type: str, properties: Mapping[str, Any]) -> list[ScoreRule]:
-        return matching_rules(self.by_event.get(event_type, ()), event_type, properties)
+        return [rule for rule, tests in self.by_event.get(event_type, ())
+                if all(test(properties) for test in tests)]
 
 
 # --- points -----------------------------------------------------------------------------
@@ -129,6 +132,13 @@ class Verdict:
     reason: str
 
 
+def band(score: float, scoring: Scoring) -> str:
+    """The temperature of this score (`temperature_for` explains it)."""
+    if score >= scoring.hot_at:
+        return Temperature.HOT
+    return Temperature.WARM if score >= scoring.warm_at else Temperature.COLD
+
+
 def temperature_for(score: float, scoring: Scoring) -> Verdict:
     if score >= scoring.hot_at:
         return Verdict(Temperature.HOT, "bands", f"score {score:g} ≥ hot_at {scoring.hot_at:g}")
@@ -154,6 +164,80 @@ class Fit:
 def fit_for(rules: Sequence[FitRule], contact: ConditionContext) -> Fit:
     matched = tuple((r.name, r.points) for r in rules if parse(r.when).evaluate(contact))
     return Fit(round(sum(p for _, p in matched), 2), matched)
+
+
+class Inputs:
+    """What some conditions read of a contact, as a key: two contacts with the same key
+    get the same answers. Profiles, stages and temperatures repeat across thousands of
+    contacts, so a batch can remember answers instead of evaluating them again."""
+
+    def __init__(self, conditions: Iterable[Condition]) -> None:
+        conditions = list(conditions)
+        paths = {path for c in conditions for path in c.fields()}
+        self.core = sorted(paths & set(CORE_FIELDS))
+        self.attributes = sorted(p[len("attributes."):] for p in paths
+                                 if p.startswith("attributes."))
+        self.counts = sorted({pair for c in conditions for pair in c.event_windows()},
+                             key=repr)
+
+    def key(self, contact: ConditionContext) -> tuple[Any, ...] | None:
+        """The values read, then their types (a condition tells 1 from true and 1.0, a
+        dict does not); None when one is a list or a mapping (no key)."""
+        attributes = contact.attributes
+        values = (*[getattr(contact, name) for name in self.core],
+                  *[attributes.get(name) for name in self.attributes],
+                  *[contact.event_count(kind, window) for kind, window in self.counts])
+        key = (*values, *map(type, values))
+        try:
+            hash(key)
+        except TypeError:
+            return None
+        return key
+
+
+class FitRules:
+    """The fit rules, with each fit remembered by what the rules read (`Inputs`)."""
+
+    #: fits remembered at most (then forgotten at once)
+    LIMIT = 10_000
+
+    def __init__(self, rules: Sequence[FitRule]) -> None:
+        self.rules = list(rules)
+        self.inputs = Inputs(parse(r.when) for r in rules)
+        self.known: dict[tuple[Any, ...], Fit] = {}
+        #: the fit depends on the attributes only (not on score, stage, events…)
+        self.by_profile = not self.inputs.core and not self.inputs.counts
+
+    def __call__(self, contact: ConditionContext) -> Fit:
+        key = self.inputs.key(contact)
+        found = self.known.get(key) if key is not None else None
+        if found is None:
+            found = fit_for(self.rules, contact)
+            if key is not None:
+                if len(self.known) >= self.LIMIT:
+                    self.known.clear()
+                self.known[key] = found
+        return found
+
+
+@dataclass(frozen=True)
+class Compiled:
+    rules: RuleIndex
+    fit: FitRules
+
+
+_COMPILED: dict[int, tuple[Scoring, Compiled]] = {}
+
+
+def compiled(scoring: Scoring) -> Compiled:
+    """The rules of this config, compiled once (settings are immutable)."""
+    found = _COMPILED.get(id(scoring))
+    if found is None or found[0] is not scoring:
+        if len(_COMPILED) > 32:
+            _COMPILED.clear()
+        found = _COMPILED[id(scoring)] = (scoring, Compiled(RuleIndex(scoring.rules),
+                                                            FitRules(scoring.fit)))
+    return found[1]
 
 
 @dataclass(frozen=True)
@@ -240,17 +324,17 @@ def assess(contact: ContactView, scoring: Scoring, awards: Sequence[Award] = (),
         old, contact.score = contact.score, round(contact.score + award.points, 2)
         changes.append(Change("score", old, contact.score, award.rule, award.reason,
                               award.points))
-    fit = fit or fit_for(scoring.fit, contact)
+    fit = fit or compiled(scoring).fit(contact)
     if fit.points != contact.fit:
         rule = ",".join(name for name, _ in fit.matched) or "fit"
         changes.append(Change("fit", contact.fit, fit.points, rule, fit.reason,
                               round(fit.points - contact.fit, 2)))
         contact.fit = fit.points
-    band = temperature_for(contact.score, scoring)
-    if band.value != contact.temperature:
-        changes.append(Change("temperature", contact.temperature, band.value, band.rule,
-                              band.reason))
-        contact.temperature = band.value
+    if band(contact.score, scoring) != contact.temperature:
+        verdict = temperature_for(contact.score, scoring)
+        changes.append(Change("temperature", contact.temperature, verdict.value, verdict.rule,
+                              verdict.reason))
+        contact.temperature = verdict.value
     stage = next_stage(contact.stage, score=contact.score, previous_score=previous_score,
                        fit=contact.fit, scoring=scoring, signal=signal)
     if stage is not None and stage.value != contact.stage:

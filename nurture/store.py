@@ -6,11 +6,12 @@ commit on their own, so callers decide what is atomic.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, and_, func, insert, or_, select, update
+from sqlalchemy import JSON, Connection, Row, Table, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from nurture import db, models
@@ -42,6 +43,62 @@ def upsert(conn: Connection, table: Table, values: Mapping[str, Any], keys: Sequ
     stmt = _dialect_insert(conn, table).values(**values)
     changes = {k: stmt.excluded[k] for k in values if k not in keys}
     conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=changes))
+
+
+# ---- straight to the driver -----------------------------------------------------------
+# Batches' hot statements skip SQLAlchemy's per-value processing, which costs more than
+# the database work itself (benchmarks/events.py, benchmarks/tick.py).
+
+
+def driver_sql(conn: Connection, sql: str) -> str:
+    """`?` placeholders as the driver wants them (`%s` for psycopg)."""
+    return sql if conn.dialect.name == "sqlite" else sql.replace("?", "%s")
+
+
+def driver_rows(conn: Connection, table: Table, columns: Sequence[str],
+                rows: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """Rows whose first values are `columns` of `table`, bound as SQLAlchemy binds them:
+    aware datetimes (on SQLite, the exact text its DATETIME stores: naive UTC with
+    microseconds) and JSON as text. Converted column by column: a batch's rows share a
+    few timestamps, each converted once."""
+    rows = list(rows)
+    timestamps = [i for i, c in enumerate(columns)
+                  if isinstance(table.c[c].type, models.UTCDateTime)]
+    documents = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
+    if not rows or not (timestamps or documents):
+        return [tuple(row) for row in rows]
+    sqlite = conn.dialect.name == "sqlite"
+    values = list(zip(*rows, strict=True))
+    for i in timestamps:
+        stamps = {value: _stamp(value, sqlite) for value in set(values[i])}
+        values[i] = tuple(map(stamps.__getitem__, values[i]))
+    for i in documents:
+        values[i] = tuple(map(_document, values[i]))
+    return list(zip(*values, strict=True))
+
+
+def _stamp(value: datetime | None, sqlite: bool) -> Any:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: nurture stores aware UTC datetimes")
+    utc = value.astimezone(UTC)
+    return utc.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else utc
+
+
+def _document(value: Any) -> Any:
+    if value is None:
+        return None
+    return json.dumps(value) if value or type(value) is not dict else "{}"
+
+
+def execute_many(conn: Connection, sql: str, table: Table, columns: Sequence[str],
+                 rows: Iterable[Sequence[Any]]) -> int:
+    """One statement (`?` placeholders) for every row; how many rows it changed."""
+    bound = driver_rows(conn, table, columns, rows)
+    if not bound:
+        return 0
+    return conn.exec_driver_sql(driver_sql(conn, sql), bound).rowcount
 
 
 # ---- contacts -------------------------------------------------------------------------
@@ -256,12 +313,20 @@ def last_ended(conn: Connection, contact_ids: Sequence[int]) -> dict[tuple[int, 
 
 
 def insert_enrollments(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Enroll; a contact already live in that journey is left as it is. Returns how many."""
+    """Enroll, in one statement for the batch. A contact already live in that journey
+    (another daemon, another request, an earlier row of `rows`) is left as it is: the
+    partial unique index `uq_enrollment_live` decides, so a contact is never live twice in
+    one journey. Returns how many were added."""
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:  # rows from one source share their keys: one group
+        groups.setdefault(tuple(row), []).append(row)
     added = 0
-    for row in rows:
-        stmt = _dialect_insert(conn, db.enrollment).values(**row).on_conflict_do_nothing(
-            index_elements=["contact_id", "journey_id"], index_where=models.LIVE_SQL)
-        added += conn.execute(stmt).rowcount or 0
+    for columns, group in groups.items():
+        names = ", ".join(f'"{c}"' for c in columns)
+        sql = (f"INSERT INTO enrollment ({names}) VALUES ({', '.join('?' for _ in columns)}) "
+               f"ON CONFLICT (contact_id, journey_id) WHERE {models.LIVE_SQL.text} DO NOTHING")
+        added += execute_many(conn, sql, db.enrollment, columns,
+                              ([row[c] for c in columns] for row in group))
     return added
 
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,11 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import func, select
 
-from nurture import db, handoffs, maturity, maturity_jobs, store
-from nurture.engine import Runtime, tick
+from nurture import contacts, db, events, handoffs, maturity, maturity_jobs, store
+from nurture.engine import Runtime, enroll, tick
 from nurture.events import IncomingEvent, ingest
 from nurture.intake import ingest_many
 from tests.maturity_support import (
@@ -244,62 +242,83 @@ def test_set_score_steps_re_derive_temperature(tmp_path: Path) -> None:
     tick(rt, MONDAY)
     data = state(rt, cid)
     assert (data["contact"]["score"], data["contact"]["temperature"]) == (70, "hot")
-    assert [(c["field"], c["rule"]) for c in data["changes"]] == [
-        ("score", "journey"), ("fit", "decision-maker,size"), ("temperature", "bands")]
+    assert [(c["field"], c["rule"]) for c in data["changes"]] == [  # fit: at `contact add`
+        ("fit", "decision-maker,size"), ("score", "journey"), ("temperature", "bands")]
     with rt.db.begin() as conn:
         assert conn.execute(select(db.contact.c.decay_at)).scalar_one() == MONDAY + timedelta(1)
 
 
+SCRIPT = [  # per contact, in order
+    ("content.downloaded", {}),  # resumes the cold series waiting for a download
+    ("page.viewed", {"url": "/pricing", "seconds": 50}),
+    ("email.opened", {}), ("email.opened", {}), ("email.opened", {}),
+    ("email.opened", {}),  # over the cap
+    ("page.viewed", {"url": "/blog", "seconds": 3}),  # no points
+    ("reply.received", {"channel": "email", "text": "Oui, très intéressé"}),  # pauses
+    ("trial.started", {}),
+    ("demo.requested", {}),
+]
+
+
+def outcome(rt: Runtime, cid: int, before: int) -> dict[str, object]:
+    """Everything ingest may change for a contact; of its enrollments, those that existed
+    `before` ingest (id ≤ before), and the live ones."""
+    data = state(rt, cid)
+    live = {"active", "waiting", "paused"}
+    with rt.db.begin() as conn:
+        handed = conn.execute(select(db.handoff.c.reason, db.handoff.c.payload)
+                              .where(db.handoff.c.contact_id == cid)).all()
+    return {
+        "contact": {k: data["contact"][k] for k in ("score", "fit", "stage", "temperature",
+                                                    "decay_at", "evaluate_at")},
+        "changes": [(c["field"], c["old"], c["new"], c["delta"], c["rule"], c["event_id"],
+                     c["reason"]) for c in data["changes"]],
+        "events": [(e["id"], e["type"], e["source_event_id"], e["properties"])
+                   for e in data["events"]],
+        "earlier": [(e["journey_id"], e["state"], e["step_id"], e["end_reason"])
+                    for e in data["enrollments"] if e["id"] <= before],
+        # one by one, a contact may enter a journey at one event and leave it at the next,
+        # before any step ran; in a batch it goes straight to where it ends up
+        "live": sorted((e["journey_id"], e["state"]) for e in data["enrollments"]
+                       if e["state"] in live),
+        "consent": [(r["channel"], r["purpose"], r["action"]) for r in data["consent"]],
+        "handoffs": [tuple(row) for row in handed],
+    }
+
+
 def test_batched_ingest_has_the_effects_of_one_by_one_ingest(tmp_path: Path) -> None:
     one, many = build(tmp_path / "one"), build(tmp_path / "many")
-    script = [("content.downloaded", {}), ("page.viewed", {"url": "/pricing", "seconds": 50}),
-              ("email.opened", {}), ("email.opened", {}), ("email.opened", {}),
-              ("email.opened", {}), ("trial.started", {}), ("demo.requested", {})]
+    at = MONDAY + timedelta(days=3, hours=1)  # the cold series waits for a download
     for runtime in (one, many):
         for index in range(3):
             add(runtime, f"c{index}@example.com", FITTING if index else {})
         tick(runtime, MONDAY)
-    batch = [IncomingEvent(kind, "test", MONDAY, cid, f"{cid}-{i}", props)
-             for i, (kind, props) in enumerate(script) for cid in (1, 2, 3)]
+        tick(runtime, at)
+    with one.db.begin() as conn:
+        before = conn.execute(select(func.max(db.enrollment.c.id))).scalar_one()
+        assert {r["wait_event"] for r in store.live_enrollments(conn, [1, 2, 3], ["waiting"])
+                } == {"content.downloaded"}
+    batch = [IncomingEvent(kind, "test", at, cid, f"{cid}-{i}", props)
+             for i, (kind, props) in enumerate(SCRIPT) for cid in (1, 2, 3)]
+    batch[4:4] = [batch[1], IncomingEvent("page.viewed", "test", at, None, "anonymous")]
     for item in batch:
         with one.db.begin() as conn:
-            ingest(conn, one, item, MONDAY)
+            ingest(conn, one, item, at)
     with many.db.begin() as conn:
-        ingest_many(conn, many, batch, MONDAY)
+        ids = ingest_many(conn, many, batch, at)
+    assert ids[4] is None and None not in ids[:4] + ids[5:]  # a replay inside the batch
     for cid in (1, 2, 3):
-        a, b = state(one, cid), state(many, cid)
-        keys = ("score", "fit", "stage", "temperature", "decay_at")
-        assert {k: a["contact"][k] for k in keys} == {k: b["contact"][k] for k in keys}
-        assert ([(c["field"], c["new"], c["rule"]) for c in a["changes"]]
-                == [(c["field"], c["new"], c["rule"]) for c in b["changes"]])
-        # one by one, a contact may enter a journey at one event and leave it at the next,
-        # before any step ran; in a batch it goes straight to where it ends up
-        live = {"active", "waiting", "paused"}
-        assert ({j for j, s in journeys_of(a).items() if s in live}
-                == {j for j, s in journeys_of(b).items() if s in live})
+        assert outcome(one, cid, before) == outcome(many, cid, before)
+    for runtime in (one, many):  # the engine's own decisions agree: nothing left to do
+        with runtime.db.begin() as conn:
+            assert enroll(conn, runtime, [1, 2, 3], at) == 0
+            assert [events.apply_exits(conn, runtime, cid, at) for cid in (1, 2, 3)] == [0] * 3
+            assert store.contacts_to_evaluate(conn, at, 10) == [1, 2, 3]
+    data = state(many, 1)
+    assert data["contact"]["stage"] == "prospect" and data["contact"]["fit"] == 0
+    assert journeys_of(data)["cold-education"] == "exited"
     with many.db.begin() as conn:
         assert conn.execute(select(func.count()).select_from(db.handoff)).scalar_one() == 3
-        assert store.contacts_to_evaluate(conn, MONDAY, 10) == [1, 2, 3]
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards (skipped without a server)."""
-    server = os.environ.get("NURTURE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
-    admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
-    name = f"nurture_maturity_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as e:
-        admin.dispose()
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL is not answering at {server}: {e.orig}")
-    yield f"{server}/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.mark.postgres
@@ -321,4 +340,82 @@ def test_the_same_on_postgresql(tmp_path: Path, pg_url: str) -> None:
     assert len(crm.received) == 2
     assert state(rt, cids[1])["contact"]["score"] == pytest.approx(14, abs=0.01)  # a half-life
     assert state(rt, cids[0])["contact"]["stage"] == "recycled"
+    rt.db.dispose()
+
+
+def test_recycled_leads_get_the_series_of_their_temperature_again(rt: Runtime) -> None:
+    cid = add(rt, "a@example.com", FITTING)
+    event(rt, cid, "demo.requested", MONDAY)
+    back = MONDAY + timedelta(days=14, hours=1)
+    assert maturity_jobs.recycle_unaccepted(rt, back) == 1
+    tick(rt, back)
+    data = state(rt, cid)
+    assert (data["contact"]["stage"], data["contact"]["temperature"]) == ("recycled", "cold")
+    assert journeys_of(data)["prospect-sales"] == "exited"
+    assert journeys_of(data)["cold-education"] in ("active", "waiting")
+    event(rt, cid, "page.viewed", back + timedelta(hours=1), url="/pricing", seconds=40)
+    data = state(rt, cid)
+    assert (data["contact"]["stage"], data["contact"]["temperature"]) == ("recycled", "warm")
+    assert journeys_of(data)["cold-education"] == "exited"
+    assert journeys_of(data)["warm-consideration"] == "active"
+
+
+def test_contact_add_derives_the_fit_again_when_the_profile_changes(rt: Runtime) -> None:
+    cid = add(rt, "a@example.com", {"role": "Intern"})
+    for day in range(4):
+        event(rt, cid, "trial.started", MONDAY + timedelta(days=day))
+    assert (state(rt, cid)["contact"]["stage"], state(rt, cid)["contact"]["fit"]) == ("lead", 0)
+    later = MONDAY + timedelta(days=5)
+    for _ in range(2):  # the second time, nothing changes
+        with rt.db.begin() as conn:
+            contacts.add_contact(conn, rt.settings, later, email="a@example.com",
+                                 attributes={"role": "Head of Operations", "company_size": 120})
+    data = state(rt, cid)
+    changes = [(c["field"], c["old"], c["new"], c["rule"], c["reason"]) for c in data["changes"]
+               if c["at"] == later]
+    assert changes == [
+        ("fit", "0", "60", "decision-maker,size", "decision-maker +30, size +30"),
+        ("stage", "lead", "prospect", "qualification",
+         "score 160 ≥ qualify_at 100 and fit 60 ≥ fit_threshold 50")]
+    with rt.db.begin() as conn:
+        handed = conn.execute(select(db.handoff.c.payload)).scalars().all()
+    assert [p["rule"] for p in handed] == ["qualification"]
+    assert data["contact"]["evaluate_at"] == later
+
+
+def test_set_steps_add_their_points_to_the_score_as_it_is_now(rt: Runtime) -> None:
+    cid = add(rt, "a@example.com", FITTING)
+    with rt.db.begin() as conn:  # what a tick's batch read before running the steps
+        assert store.load_contacts(conn, [cid])[cid].score == 0
+    event(rt, cid, "content.downloaded", MONDAY)  # 15 points meanwhile
+    later = MONDAY + timedelta(minutes=1)
+    with rt.db.begin() as conn:
+        maturity.apply_set_steps(conn, rt, cid, [("plan", None, "pro", "chose a plan")],
+                                 [(70, "webinar attended")], later)
+    data = state(rt, cid)
+    assert (data["contact"]["score"], data["contact"]["temperature"]) == (85, "hot")
+    assert data["contact"]["attributes"]["plan"] == "pro"
+    assert [(c["field"], c["old"], c["new"], c["rule"], c["reason"]) for c in data["changes"]
+            if c["at"] == later] == [
+        ("attributes.plan", "", "pro", "journey", "chose a plan"),
+        ("score", "15", "85", "journey", "webinar attended"),
+        ("temperature", "cold", "hot", "bands", "score 85 ≥ hot_at 60")]
+    # leaves the cold series now; the hot one is entered on the next tick (evaluate_at)
+    assert journeys_of(data) == {"cold-education": "exited"}
+    assert data["contact"]["evaluate_at"] == later
+
+
+@pytest.mark.postgres
+def test_set_steps_and_events_on_one_contact_wait_for_each_other(tmp_path: Path,
+                                                                  pg_url: str) -> None:
+    rt = build(tmp_path / "pg", database_url=pg_url, repo_journeys=False)
+    cid = add(rt, "a@example.com", FITTING)
+    thread = threading.Thread(target=event, args=(rt, cid, "content.downloaded", MONDAY))
+    with rt.db.begin() as conn:
+        maturity.apply_set_steps(conn, rt, cid, [], [(70, "webinar attended")], MONDAY)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive()  # the event waits for the contact's row
+    thread.join(10)
+    assert state(rt, cid)["contact"]["score"] == 85
     rt.db.dispose()

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from nurture.score_filters import parse_filter
+from nurture.score_filters import parse_filter, predicate
 
 FILTERS = [
     # spec, property present, value, holds
@@ -48,6 +48,13 @@ FILTERS = [
 @pytest.mark.parametrize(("spec", "present", "value", "holds"), FILTERS)
 def test_filters(spec: Any, present: bool, value: Any, holds: bool) -> None:
     assert parse_filter(spec).holds(present, value) is holds
+
+
+@pytest.mark.parametrize(("spec", "present", "value", "holds"), FILTERS)
+def test_predicates_hold_as_the_filters(spec: Any, present: bool, value: Any,
+                                            holds: bool) -> None:
+    properties = {"key": value} if present else {"other": value}
+    assert predicate("key", spec)(properties) is holds
 
 
 @pytest.mark.parametrize("spec", [">=abc", ">= 3 days", "<", "~(unclosed"])

@@ -110,6 +110,37 @@ def test_fit_sums_the_rules_that_hold_over_attributes() -> None:
     assert scoring.fit_for(FIT, contact()).reason == "no fit rule holds"
 
 
+def test_the_rule_index_matches_as_the_rules() -> None:
+    rules = [PRICING, VIEW, ScoreRule(name="open", event="email.opened", points=2),
+             ScoreRule(name="long", event="page.viewed", points=1, where={"seconds": ">=30"})]
+    index = scoring.RuleIndex(rules)
+    for kind, properties in [("page.viewed", {"url": "/pricing", "seconds": 45}),
+                             ("page.viewed", {"url": "/pricing", "seconds": "5"}),
+                             ("page.viewed", {}), ("email.opened", {"url": "/pricing"}),
+                             ("email.clicked", {})]:
+        assert index.matching(kind, properties) == scoring.matching_rules(rules, kind,
+                                                                          properties)
+
+
+def test_fits_are_remembered_by_what_the_rules_read() -> None:
+    rules = [*FIT, FitRule(name="vip", when="attributes.vip == true", points=10)]
+    fits = scoring.FitRules(rules)
+    assert fits.by_profile
+    profiles = [{"role": "Head of Ops", "company_size": 120}, {"role": "Intern"},
+                {"role": "Head of Ops", "company_size": 120, "vip": True},
+                {"role": "Head of Ops", "company_size": 120, "vip": 1},  # not `true`
+                {"company_size": 120.0}, {"company_size": "120"}, {"company_size": [3]},
+                {"role": "Head of Ops", "company_size": 120, "first_name": "Ann"}]
+    for _ in range(2):  # computed, then remembered
+        for attributes in profiles:
+            assert fits(contact(attributes=attributes)) == scoring.fit_for(
+                rules, contact(attributes=attributes)), attributes
+    assert len(fits.known) == 6  # first_name is not read; a list is no key
+    by_score = scoring.FitRules([FitRule(name="engaged", when="score > 10", points=5)])
+    assert not by_score.by_profile
+    assert [by_score(contact(score=s)).points for s in (5, 20, 5)] == [0, 5, 0]
+
+
 CONFIG = Scoring(qualify_at=100, fit_threshold=50, demote_prospects_below=None)
 DEMO = scoring.Signal("strong", "demo.requested")
 

@@ -12,6 +12,7 @@ from twilio.request_validator import RequestValidator
 
 from nurture import db
 from nurture.engine import Runtime, tick
+from nurture.replies import Classifier
 from nurture.web.app import create_app
 from tests.fakes import (
     add_contact,
@@ -123,6 +124,22 @@ def test_help_is_answered_with_the_help_text_in_the_contact_language(hook: Hook,
     assert response.text == (f'<?xml version="1.0" encoding="UTF-8"?><Response><Message>'
                              f"{text}</Message></Response>")
     assert enrollments(hook.rt, hook.contact)[0]["state"] != "paused"
+
+
+def test_replies_are_read_by_the_classifier_compiled_once(hook: Hook,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    hook.sms("HELP", sid="SM" + "b" * 32)  # the runtime's classifier exists from now on
+    compiled: list[object] = []
+    real = Classifier.__init__
+
+    def counting(self: Classifier, *args: Any, **kwargs: Any) -> None:
+        compiled.append(self)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Classifier, "__init__", counting)
+    for index, text in enumerate(["HELP", "aide", "Bonjour"]):
+        assert hook.sms(text, sid=f"SM{index:032d}").status_code == 200
+    assert compiled == []
 
 
 def test_help_already_answered_by_twilio_advanced_opt_out_gets_no_second_answer(
