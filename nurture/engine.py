@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from nurture import entry, executor, gates, handoffs, maturity_jobs, store, work
+from nurture import entry, executor, gates, handoffs, maturity, maturity_jobs, store, work
 from nurture.config import Settings
 from nurture.db import Database
 from nurture.delivery import deliver, retry_due
@@ -47,9 +47,6 @@ class Runtime:
     providers: Mapping[str, Provider]
     links: Links
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-    #: hooks run for each contact whose data changed in a batch (scoring re-evaluation)
-    on_contact_changed: list[Callable[[Connection, Runtime, int, datetime], None]] = field(
-        default_factory=list)
     #: hooks run for each newly stored event: (conn, runtime, event id, event, now)
     event_hooks: list[Callable[..., None]] = field(default_factory=list)
 
@@ -194,26 +191,11 @@ def record(conn: Connection, rt: Runtime, outcomes: list[executor.Outcome],
     for outcome in outcomes:
         cid = outcome.enrollment["contact_id"]
         if outcome.attributes or outcome.score:
-            apply_contact_changes(conn, rt, batch.contacts[cid], outcome, now)
+            maturity.apply_set_steps(conn, rt, cid, outcome.attributes, outcome.score, now)
         for reason in outcome.handoffs:
             store.insert_handoff(conn, cid, reason, outcome.enrollment["journey_id"], now)
         if outcome.moves:
             move(conn, rt, cid, outcome.moves, now)
-
-
-def apply_contact_changes(conn: Connection, rt: Runtime, contact: ContactView,
-                          outcome: executor.Outcome, now: datetime) -> None:
-    for name, old, new, reason in outcome.attributes:
-        store.record_change(conn, contact.id, f"attributes.{name}", old, new, now,
-                            rule="journey", reason=reason)
-    for points, reason in outcome.score:
-        store.record_change(conn, contact.id, "score", contact.score - points, contact.score,
-                            now, delta=points, rule="journey", reason=reason)
-    store.update_contact(conn, contact.id, {"attributes": contact.attributes,
-                                            "score": contact.score, "updated_at": now,
-                                            "evaluate_at": now})
-    for hook in rt.on_contact_changed:
-        hook(conn, rt, contact.id, now)
 
 
 def move(conn: Connection, rt: Runtime, contact_id: int, targets: list[str],

@@ -201,11 +201,6 @@ def _cap_hits(conn: Connection, config: Scoring, matched: Sequence[tuple[int, li
     return hits
 
 
-def on_contact_changed(conn: Connection, rt: Runtime, contact_id: int, now: datetime) -> None:
-    """A journey `set` step changed the score or an attribute: re-derive the rest."""
-    leave_journeys(conn, rt, reassess(conn, rt.settings, contact_id, now), now)
-
-
 def reassess(conn: Connection, settings: Settings, contact_id: int, now: datetime) -> set[int]:
     """Fit, temperature and stage derived again from the contact as stored (its profile
     changed: `contact add`, a `set` step), each change recorded with the rule that

@@ -44,4 +44,3 @@ def install_hooks(runtime: Runtime) -> None:
     """The event hooks, in order. Each is a plain function of (conn, rt, id, event, now)."""
     # a reply's consent and stop-on-reply first, then the points of every event
     runtime.event_hooks.extend((reply_effects.on_reply, maturity.on_event))
-    runtime.on_contact_changed.append(maturity.on_contact_changed)
