@@ -6,16 +6,13 @@ The claim runs unchanged on SQLite (one writer at a time) and on PostgreSQL, whe
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Table, select, update
+from sqlalchemy import Connection, select, update
 
-from nurture import db, models
-from nurture.models import UTCDateTime
-from nurture.store import unclaimed
+from nurture import db, models, store
 
 ENROLLMENT_FIELDS = ("step_id", "seq", "state", "next_run_at", "wait_event", "ended_at",
                      "end_reason", "last_error", "updated_at")
@@ -35,7 +32,7 @@ def claim_due(conn: Connection, now: datetime, limit: int, worker: str,
     UPDATE … RETURNING over the due rows (on PostgreSQL locked with SKIP LOCKED, so
     several daemons never take the same row)."""
     t = db.enrollment
-    due = (select(t.c.id).where(t.c.next_run_at <= now, unclaimed(now))
+    due = (select(t.c.id).where(t.c.next_run_at <= now, store.unclaimed(now))
            .order_by(t.c.next_run_at, t.c.id).limit(limit))
     if conn.dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
@@ -49,34 +46,6 @@ def claim_due(conn: Connection, now: datetime, limit: int, worker: str,
     return rows
 
 
-def _executemany(conn: Connection, sql: str, table: Table, columns: Sequence[str],
-                 rows: list[list[Any]]) -> None:
-    """The batch's hot statements go straight to the driver: SQLAlchemy's per-value
-    processing costs more than the database work itself (benchmarks/tick.py). Values of
-    `columns` (the first positions of each row) are bound as SQLAlchemy binds them: aware
-    datetimes (on SQLite, the exact text its DATETIME stores: naive UTC with microseconds)
-    and JSON as text. Rows are lists, converted in place."""
-    sqlite = conn.dialect.name == "sqlite"
-    if not sqlite:
-        sql = sql.replace("?", "%s")
-    stamps: dict[datetime, Any] = {}
-    timestamps = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, UTCDateTime)]
-    documents = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
-    for row in rows:
-        for i in timestamps:
-            value = row[i]
-            if value is not None:
-                if value not in stamps:
-                    utc = value.astimezone(UTC)
-                    stamps[value] = (utc.replace(tzinfo=None).isoformat(" ", "microseconds")
-                                     if sqlite else utc)
-                row[i] = stamps[value]
-        for i in documents:
-            if row[i] is not None:
-                row[i] = json.dumps(row[i])
-    conn.exec_driver_sql(sql, [tuple(row) for row in rows])
-
-
 def write_enrollments(conn: Connection, worker: str, rows: Sequence[Mapping[str, Any]]) -> None:
     """Save each enrollment's new position and release our claim, in one statement."""
     if not rows:
@@ -84,7 +53,7 @@ def write_enrollments(conn: Connection, worker: str, rows: Sequence[Mapping[str,
     assignments = ", ".join(f"{f} = ?" for f in ENROLLMENT_FIELDS)
     sql = (f"UPDATE enrollment SET {assignments}, claimed_by = NULL, claimed_until = NULL "
            "WHERE id = ? AND claimed_by = ?")
-    _executemany(conn, sql, db.enrollment, ENROLLMENT_FIELDS,
+    store.execute_many(conn, sql, db.enrollment, ENROLLMENT_FIELDS,
                  [[*(r[f] for f in ENROLLMENT_FIELDS), r["id"], worker] for r in rows])
 
 
@@ -94,7 +63,7 @@ def insert_messages(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None
     columns = list(rows[0])
     sql = (f"INSERT INTO message ({', '.join(columns)}) "
            f"VALUES ({', '.join('?' for _ in columns)})")
-    _executemany(conn, sql, db.message, columns, [list(r.values()) for r in rows])
+    store.execute_many(conn, sql, db.message, columns, [list(r.values()) for r in rows])
 
 
 def write_message_results(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -105,7 +74,7 @@ def write_message_results(conn: Connection, rows: Sequence[Mapping[str, Any]]) -
     # only messages still in flight: a webhook that already said "delivered" (or "bounced")
     # for a message is never overwritten by the batch's later "sent"
     sql = f"UPDATE message SET {assignments} WHERE public_id = ? AND state = 'sending'"
-    _executemany(conn, sql, db.message, MESSAGE_RESULT_FIELDS,
+    store.execute_many(conn, sql, db.message, MESSAGE_RESULT_FIELDS,
                  [[*(r[f] for f in MESSAGE_RESULT_FIELDS), r["public_id"]] for r in rows])
 
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import select
 
-from nurture import contacts, db, store
+from nurture import contacts, store
 from nurture.engine import Runtime, tick
 from nurture.errors import ProviderError
 from nurture.events import IncomingEvent, ingest
 from nurture.providers.base import OutgoingMessage, SendResult
+from tests.fakes import messages
 
 MONDAY = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)  # 10:00 in Paris
 
@@ -53,15 +53,6 @@ def add(rt: Runtime, email: str, now: datetime, consents: tuple[tuple[str, str],
             contacts.record_consent(conn, rt.settings, now, contact=contact, channel=channel,
                                     purpose=purpose, action="granted", source="test")
     return cid
-
-
-def messages(rt: Runtime, cid: int | None = None) -> list[dict[str, Any]]:
-    t = db.message
-    query = select(t).order_by(t.c.id)
-    if cid is not None:
-        query = query.where(t.c.contact_id == cid)
-    with rt.db.begin() as conn:
-        return [dict(r) for r in conn.execute(query).mappings()]
 
 
 def enrollments(rt: Runtime, cid: int) -> list[dict[str, Any]]:
@@ -176,32 +167,30 @@ def test_withdrawal_between_steps_stops_later_sends(make_runtime):
     assert len(rt.providers["email"].sent) == 1  # type: ignore[attr-defined]
 
 
+def newsletter_consent(rt: Runtime, cid: int, action: str, at: datetime) -> None:
+    with rt.db.begin() as conn:
+        contacts.record_consent(conn, rt.settings, at, contact=contacts.find_contact(
+            conn, str(cid)), channel="email", purpose="newsletter", action=action,
+            source="double-opt-in form")
+
+
 def test_pending_double_opt_in_waits_for_the_confirmation(make_runtime):
     rt = make_runtime("", {"onboarding": ONBOARDING})
-    with rt.db.begin() as conn:
-        cid = contacts.add_contact(conn, rt.settings, MONDAY, email="p@example.com")
-        contacts.record_consent(conn, rt.settings, MONDAY, contact=contacts.find_contact(
-            conn, str(cid)), channel="email", purpose="newsletter", action="pending",
-            source="form")
+    cid = add(rt, "p@example.com", MONDAY, consents=())
+    newsletter_consent(rt, cid, "pending", MONDAY)
     tick(rt, MONDAY)
     assert messages(rt, cid) == []                       # not sent, not lost: deferred
     assert enrollments(rt, cid)[0]["next_run_at"] == MONDAY + timedelta(hours=1)
     confirmed = MONDAY + timedelta(minutes=30)
-    with rt.db.begin() as conn:
-        contacts.record_consent(conn, rt.settings, confirmed, contact=contacts.find_contact(
-            conn, str(cid)), channel="email", purpose="newsletter", action="confirmed",
-            source="double-opt-in")
+    newsletter_consent(rt, cid, "confirmed", confirmed)
     tick(rt, MONDAY + timedelta(hours=1))
     assert [(m["step_id"], m["state"]) for m in messages(rt, cid)] == [("welcome", "sent")]
 
 
 def test_unconfirmed_double_opt_in_is_skipped_after_the_wait(make_runtime):
     rt = make_runtime("", {"onboarding": ONBOARDING})
-    with rt.db.begin() as conn:
-        cid = contacts.add_contact(conn, rt.settings, MONDAY, email="p@example.com")
-        contacts.record_consent(conn, rt.settings, MONDAY, contact=contacts.find_contact(
-            conn, str(cid)), channel="email", purpose="newsletter", action="pending",
-            source="form")
+    cid = add(rt, "p@example.com", MONDAY, consents=())
+    newsletter_consent(rt, cid, "pending", MONDAY)
     tick(rt, MONDAY)
     tick(rt, MONDAY + timedelta(days=15))
     assert messages(rt, cid)[0]["skip_reason"] == "no_consent"
