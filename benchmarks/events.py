@@ -32,13 +32,13 @@ from sqlalchemy import func, insert, select
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nurture import db  # noqa: E402
-from nurture.config import load_settings  # noqa: E402
-from nurture.engine import Runtime  # noqa: E402
-from nurture.events import IncomingEvent, ingest  # noqa: E402
-from nurture.intake import ingest_many  # noqa: E402
+from nurture.config.settings import load_settings  # noqa: E402
+from nurture.engine.build import build_runtime  # noqa: E402
+from nurture.engine.runtime import Runtime  # noqa: E402
+from nurture.intake.events import IncomingEvent  # noqa: E402
+from nurture.intake.ingest import ingest, ingest_many  # noqa: E402
 from nurture.providers.memory import MemoryProvider  # noqa: E402
-from nurture.runtime import build_runtime  # noqa: E402
+from nurture.store import database as db  # noqa: E402
 
 NOW = datetime(2026, 12, 8, 10, 0, tzinfo=UTC)
 ROLES = ["Head of Operations", "Directrice des opérations", "Intern", "COO", "Chargée RH"]

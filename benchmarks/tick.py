@@ -31,12 +31,12 @@ from sqlalchemy import insert
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nurture import db  # noqa: E402
-from nurture.config import load_settings  # noqa: E402
+from nurture.config.settings import load_settings  # noqa: E402
 from nurture.daemon import settle_memory  # noqa: E402
-from nurture.engine import tick  # noqa: E402
+from nurture.engine.build import build_runtime  # noqa: E402
+from nurture.engine.tick import tick  # noqa: E402
 from nurture.providers.memory import MemoryProvider  # noqa: E402
-from nurture.runtime import build_runtime  # noqa: E402
+from nurture.store import database as db  # noqa: E402
 
 NOW = datetime(2026, 12, 8, 10, 0, tzinfo=UTC)  # a Tuesday: inside every send window
 
@@ -121,7 +121,7 @@ def run_engine(config: Path, count: int) -> tuple[float, int]:
 def run_floor(config: Path, count: int, batch: int) -> float:
     """The same work by hand: read due rows, render, insert messages, move enrollments."""
     settings = load_settings(config)
-    from nurture.rendering import TemplateCatalog
+    from nurture.content.rendering import TemplateCatalog
 
     catalog = TemplateCatalog(settings.templates_path, default_locale="fr", locales=["fr", "en"],
                               attribute_names=settings.attributes)

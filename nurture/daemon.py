@@ -16,7 +16,8 @@ from types import FrameType
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from nurture.engine import Runtime, TickReport, tick
+from nurture.engine.runtime import Runtime
+from nurture.engine.tick import TickReport, tick
 
 log = logging.getLogger("nurture.daemon")
 

@@ -43,6 +43,10 @@ class ProviderError(NurtureError):
         super().__init__(message)
 
 
+class SchemaOutdated(NurtureError):
+    """The database schema is behind this version's migrations (`nurture db upgrade`)."""
+
+
 class SignatureError(NurtureError):
     """A webhook or link signature is missing, stale or wrong."""
 

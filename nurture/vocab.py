@@ -87,6 +87,19 @@ class SkipReason(StrEnum):
     ROLE_ACCOUNT = "role_account"
     #: the template failed to render for this contact
     RENDER_ERROR = "render_error"
+    #: the rendered SMS needs more segments than `[sms] max_segments` allows
+    TOO_LONG = "too_long"
+    #: no sender identity may send to this number (alphanumeric sender to +1)
+    NO_SENDER = "no_sender"
+
+
+class MessageKind(StrEnum):
+    #: a journey's send step: needs consent for its channel and purpose
+    JOURNEY = "journey"
+    #: a double opt-in confirmation the person asked for (no marketing consent needed)
+    CONFIRMATION = "confirmation"
+    #: an email to our own team (sales handoff notification)
+    NOTIFICATION = "notification"
 
 
 class ConsentAction(StrEnum):

@@ -14,12 +14,14 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from nurture import contacts
-from nurture.config import Settings, load_settings
-from nurture.db import Database
-from nurture.engine import Runtime
+from nurture.config.settings import Settings, load_settings
+from nurture.engine.build import build_runtime
+from nurture.engine.runtime import Runtime
+from nurture.intake import ledger
 from nurture.providers.memory import MemoryProvider
-from nurture.runtime import build_runtime
+from nurture.services import contacts
+from nurture.store import schema
+from nurture.store.database import Database
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -108,11 +110,11 @@ def seed_contacts(config: Path, count: int, now: datetime,
     """`count` contacts user{i}@example.com with newsletter email consent, in one transaction."""
     settings = load_settings(config, env=env or {})
     database = Database(settings.database_url)
-    database.create_all()
+    schema.upgrade(database)
     with database.begin() as conn:
         for i in range(count):
             cid = contacts.add_contact(conn, settings, now, email=f"user{i}@example.com")
-            contacts.record_consent(conn, settings, now, contact=contacts.find_contact(
+            ledger.record_consent(conn, settings, now, contact=contacts.find_contact(
                 conn, str(cid)), channel="email", purpose="newsletter", action="granted",
                 source="test")
     database.dispose()

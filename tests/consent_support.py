@@ -13,10 +13,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from nurture import contacts, db
-from nurture.config import load_settings
-from nurture.engine import Runtime
-from nurture.runtime import build_runtime
+from nurture.config.settings import load_settings
+from nurture.engine.build import build_runtime
+from nurture.engine.runtime import Runtime
+from nurture.intake import ledger as consent_ledger
+from nurture.services import contacts
+from nurture.store import database as db
 from tests.conftest import write_project
 
 SECRET = "test-secret-key-for-links"
@@ -57,7 +59,7 @@ def add(rt: Runtime, email: str, now: datetime,
         cid = contacts.add_contact(conn, rt.settings, now, email=email, **fields)
         contact = contacts.find_contact(conn, str(cid))
         for channel, purpose in consents:
-            contacts.record_consent(conn, rt.settings, now, contact=contact, channel=channel,
+            consent_ledger.record_consent(conn, rt.settings, now, contact=contact, channel=channel,
                                     purpose=purpose, action="granted", source="signup-form",
                                     evidence={"wording_version": "v1"})
     return cid

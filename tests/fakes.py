@@ -26,9 +26,12 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 from sqlalchemy import func, select
 from twilio.http.http_client import TwilioHttpClient
 
-from nurture import contacts, db, store
-from nurture.config import Settings, load_settings
-from nurture.engine import Runtime
+from nurture.config.settings import Settings, load_settings
+from nurture.engine.runtime import Runtime
+from nurture.intake import ledger
+from nurture.services import contacts
+from nurture.store import database as db
+from nurture.store import queries as store
 from tests.conftest import write_project
 
 TWILIO_MESSAGES = re.compile(r"^/2010-04-01/Accounts/(?P<sid>\w+)/Messages\.json$")
@@ -162,7 +165,7 @@ def add_contact(rt: Runtime, now: datetime, email: str | None, *, phone: str | N
                                    locale=locale)
         contact = contacts.find_contact(conn, str(cid))
         for channel, purpose in consents:
-            contacts.record_consent(conn, rt.settings, now, contact=contact, channel=channel,
+            ledger.record_consent(conn, rt.settings, now, contact=contact, channel=channel,
                                     purpose=purpose, action="granted", source="test")
     return cid
 
@@ -196,7 +199,7 @@ def count(rt: Runtime, table: Any) -> int:
 
 
 def suppressed(rt: Runtime, address: str) -> dict[str, Any] | None:
-    from nurture.hygiene import address_hash
+    from nurture.compliance.hygiene import address_hash
 
     t = db.suppression
     with rt.db.begin() as conn:

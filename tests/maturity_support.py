@@ -12,12 +12,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from nurture import contacts
-from nurture.config import load_settings
-from nurture.engine import Runtime
-from nurture.events import IncomingEvent, ingest
+from nurture.config.settings import load_settings
+from nurture.engine.build import build_runtime
+from nurture.engine.runtime import Runtime
+from nurture.intake import ledger
+from nurture.intake.events import IncomingEvent
+from nurture.intake.ingest import ingest
 from nurture.providers.memory import MemoryProvider
-from nurture.runtime import build_runtime
+from nurture.services import contacts
 
 REPO = Path(__file__).resolve().parent.parent
 MONDAY = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -126,7 +128,7 @@ def add(rt: Runtime, email: str, attributes: dict[str, Any] | None = None,
         row = contacts.find_contact(conn, str(cid))
         for channel in ("email", "sms") if phone else ("email",):
             for purpose in purposes:
-                contacts.record_consent(conn, rt.settings, now, contact=row, channel=channel,
+                ledger.record_consent(conn, rt.settings, now, contact=row, channel=channel,
                                         purpose=purpose, action="granted", source="test")
     return cid
 

@@ -13,7 +13,8 @@ import pytest
 import uvicorn
 from playwright.sync_api import sync_playwright
 
-from nurture.engine import Runtime, tick
+from nurture.engine.runtime import Runtime
+from nurture.engine.tick import tick
 from nurture.web.app import create_app
 from tests.consent_support import MONDAY, add, build, ledger, one_click_url, sent_email
 

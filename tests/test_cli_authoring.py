@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from nurture.cli import app, main
-from nurture.cli_common import EXAMPLES
+from nurture.cli.common import EXAMPLES
+from nurture.cli.main import app, main
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config.toml"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nurture.cli import main
+from nurture.cli.main import main
 from tests.conftest import write_project
 
 JOURNEY = """

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from nurture.conditions import (
+from nurture.authoring.conditions import (
     MAX_DEPTH,
     Compare,
     Condition,

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from nurture import db
-from nurture.config import load_settings
-from nurture.db import Database
+from nurture.config.settings import load_settings
+from nurture.store import database as db
+from nurture.store.database import Database
 from tests.conftest import seed_contacts, write_project
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ def seed(config: Path, count: int) -> None:
 
 def nurture(config: Path, *args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "NURTURE_CONFIG": str(config)}
-    return subprocess.Popen([sys.executable, "-c", "from nurture.cli import main; main()",
+    return subprocess.Popen([sys.executable, "-c", "from nurture.cli.main import main; main()",
                              *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 

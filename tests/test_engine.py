@@ -8,11 +8,15 @@ from typing import Any
 import pytest
 from freezegun import freeze_time
 
-from nurture import contacts, store
-from nurture.engine import Runtime, tick
+from nurture.engine.runtime import Runtime
+from nurture.engine.tick import tick
 from nurture.errors import ProviderError
-from nurture.events import IncomingEvent, ingest
+from nurture.intake import ledger
+from nurture.intake.events import IncomingEvent
+from nurture.intake.ingest import ingest
 from nurture.providers.base import OutgoingMessage, SendResult
+from nurture.services import contacts
+from nurture.store import queries as store
 from tests.fakes import messages
 
 MONDAY = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)  # 10:00 in Paris
@@ -50,7 +54,7 @@ def add(rt: Runtime, email: str, now: datetime, consents: tuple[tuple[str, str],
         cid = contacts.add_contact(conn, rt.settings, now, email=email, **fields)
         contact = contacts.find_contact(conn, str(cid))
         for channel, purpose in consents:
-            contacts.record_consent(conn, rt.settings, now, contact=contact, channel=channel,
+            ledger.record_consent(conn, rt.settings, now, contact=contact, channel=channel,
                                     purpose=purpose, action="granted", source="test")
     return cid
 
@@ -158,7 +162,7 @@ def test_withdrawal_between_steps_stops_later_sends(make_runtime):
     tick(rt, MONDAY)
     with rt.db.begin() as conn:
         contact = contacts.find_contact(conn, "ana@example.com")
-        contacts.record_consent(conn, rt.settings, MONDAY + timedelta(days=1), contact=contact,
+        ledger.record_consent(conn, rt.settings, MONDAY + timedelta(days=1), contact=contact,
                                 channel="email", purpose="newsletter", action="withdrawn",
                                 source="preference-page")
     tick(rt, MONDAY + timedelta(days=2))
@@ -169,7 +173,7 @@ def test_withdrawal_between_steps_stops_later_sends(make_runtime):
 
 def newsletter_consent(rt: Runtime, cid: int, action: str, at: datetime) -> None:
     with rt.db.begin() as conn:
-        contacts.record_consent(conn, rt.settings, at, contact=contacts.find_contact(
+        ledger.record_consent(conn, rt.settings, at, contact=contacts.find_contact(
             conn, str(cid)), channel="email", purpose="newsletter", action=action,
             source="double-opt-in form")
 

@@ -13,10 +13,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from nurture import db, handoffs, store
-from nurture import maturity_store as ms
-from nurture.engine import Runtime
+from nurture.engine.runtime import Runtime
+from nurture.intake import handoffs
 from nurture.providers.memory import MemoryProvider
+from nurture.store import database as db
+from nurture.store import maturity as ms
+from nurture.store import queries as store
 from tests.maturity_support import FITTING, MONDAY, add, build, crm_server, event
 
 SECOND = timedelta(seconds=1)

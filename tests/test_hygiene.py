@@ -10,8 +10,8 @@ import dns.rdatatype
 import dns.resolver
 import pytest
 
-from nurture import hygiene
-from nurture.hygiene import (
+from nurture.compliance import hygiene
+from nurture.compliance.hygiene import (
     EmailCheck,
     PhoneCheck,
     address_hash,

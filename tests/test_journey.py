@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from nurture.journey import (
+from nurture.authoring.journey import (
     STEP_KINDS,
     BranchStep,
     Journey,

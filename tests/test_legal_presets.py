@@ -11,10 +11,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from nurture import contacts, db
-from nurture.config import LEGAL_PRESETS
-from nurture.engine import Runtime, tick
-from nurture.windows import next_opening
+from nurture.compliance.windows import next_opening
+from nurture.config.settings import LEGAL_PRESETS
+from nurture.engine.runtime import Runtime
+from nurture.engine.tick import tick
+from nurture.intake import ledger
+from nurture.services import contacts
+from nurture.store import database as db
 from tests.consent_support import rows
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -61,7 +64,7 @@ def add(rt: Runtime, phone: str, now: datetime, purpose: str = "marketing",
     with rt.db.begin() as conn:
         cid = contacts.add_contact(conn, rt.settings, now, email=None, phone=phone, **fields)
         contact = contacts.find_contact(conn, str(cid))
-        contacts.record_consent(conn, rt.settings, now, contact=contact, channel="sms",
+        ledger.record_consent(conn, rt.settings, now, contact=contact, channel="sms",
                                 purpose=purpose, action="granted", source="test")
     return cid
 
@@ -158,7 +161,7 @@ def test_every_email_names_the_sender_in_its_footer(make_runtime, tmp_path: Path
         cid = contacts.add_contact(conn, rt.settings, MONDAY_NOON, email="a@example.com",
                                    locale="fr")
         contact = contacts.find_contact(conn, str(cid))
-        contacts.record_consent(conn, rt.settings, MONDAY_NOON, contact=contact,
+        ledger.record_consent(conn, rt.settings, MONDAY_NOON, contact=contact,
                                 channel="email", purpose="newsletter", action="granted",
                                 source="test")
     tick(rt, MONDAY_NOON)

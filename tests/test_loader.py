@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from nurture.authoring.journey import SendStep
+from nurture.authoring.loader import load_journeys, read_journey
 from nurture.errors import Problem
-from nurture.journey import SendStep
-from nurture.loader import load_journeys, read_journey
 
 REPO = Path(__file__).resolve().parent.parent
 PURPOSES = {"newsletter", "marketing", "sales", "transactional"}

@@ -13,10 +13,17 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import func, select
 
-from nurture import contacts, db, events, handoffs, maturity, maturity_jobs, store
-from nurture.engine import Runtime, enroll, tick
-from nurture.events import IncomingEvent, ingest
-from nurture.intake import ingest_many
+from nurture.engine import membership
+from nurture.engine.membership import enroll
+from nurture.engine.runtime import Runtime
+from nurture.engine.tick import tick
+from nurture.intake import handoffs, maturity
+from nurture.intake import jobs as maturity_jobs
+from nurture.intake.events import IncomingEvent
+from nurture.intake.ingest import ingest, ingest_many
+from nurture.services import contacts
+from nurture.store import database as db
+from nurture.store import queries as store
 from tests.maturity_support import (
     FITTING,
     MONDAY,
@@ -312,7 +319,7 @@ def test_batched_ingest_has_the_effects_of_one_by_one_ingest(tmp_path: Path) -> 
     for runtime in (one, many):  # the engine's own decisions agree: nothing left to do
         with runtime.db.begin() as conn:
             assert enroll(conn, runtime, [1, 2, 3], at) == 0
-            assert [events.apply_exits(conn, runtime, cid, at) for cid in (1, 2, 3)] == [0] * 3
+            assert [membership.apply_exits(conn, runtime, cid, at) for cid in (1, 2, 3)] == [0] * 3
             assert store.contacts_to_evaluate(conn, at, 10) == [1, 2, 3]
     data = state(many, 1)
     assert data["contact"]["stage"] == "prospect" and data["contact"]["fit"] == 0

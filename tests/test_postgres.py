@@ -13,13 +13,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from nurture import contacts, db
-from nurture.config import load_settings
-from nurture.db import Database
-from nurture.engine import tick
-from nurture.events import IncomingEvent, ingest
+from nurture.config.settings import load_settings
+from nurture.engine.build import build_runtime
+from nurture.engine.tick import tick
+from nurture.intake.events import IncomingEvent
+from nurture.intake.ingest import ingest
 from nurture.providers.memory import MemoryProvider
-from nurture.runtime import build_runtime
+from nurture.services import contacts
+from nurture.store import database as db
+from nurture.store.database import Database
 from tests.conftest import seed_contacts, write_project
 
 pytestmark = pytest.mark.postgres
@@ -72,7 +74,7 @@ def test_several_daemons_share_the_work_and_none_double_sends(tmp_path, pg_url):
     # the daemons read the real clock: seed in the past, and send at any hour
     seed(config, pg_url, count, datetime.now(UTC) - timedelta(minutes=1))
     env = {**os.environ, "NURTURE_CONFIG": str(config), "NURTURE_DATABASE_URL": pg_url}
-    daemons = [subprocess.Popen([sys.executable, "-c", "from nurture.cli import main; main()",
+    daemons = [subprocess.Popen([sys.executable, "-c", "from nurture.cli.main import main; main()",
                                  "run", "--once"], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT) for _ in range(3)]
     outputs = [d.communicate(timeout=300)[0].decode() for d in daemons]

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from nurture.config import Settings
-from nurture.engine import Runtime, tick
+from nurture.config.settings import Settings
+from nurture.engine.build import build_runtime
+from nurture.engine.runtime import Runtime
+from nurture.engine.tick import tick
 from nurture.errors import ConfigError, ProviderError
 from nurture.providers.base import OutgoingMessage
 from nurture.providers.memory import MemoryProvider
 from nurture.providers.registry import build_providers
 from nurture.providers.sendgrid import SendGridProvider
-from nurture.runtime import build_runtime
 from tests.fakes import (
     Answer,
     FakeApi,

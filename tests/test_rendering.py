@@ -6,14 +6,15 @@ import jinja2
 import pytest
 from jinja2.exceptions import SecurityError, UndefinedError
 
-from nurture.errors import TemplateError
-from nurture.rendering import (
+from nurture.content import template_checks
+from nurture.content.rendering import (
     CONTACT_CORE_FIELDS,
     CONTEXT_NAMES,
     RenderedEmail,
     TemplateCatalog,
     sms_segments,
 )
+from nurture.errors import TemplateError
 
 ATTRIBUTES = ("first_name", "last_name", "company", "role", "company_size", "country", "industry")
 STOP = {"fr": "STOP au 36111", "en": "Reply STOP to opt out"}
@@ -294,9 +295,10 @@ def test_shipped_templates_pass_validation_and_render() -> None:
     assert catalog.names("sms") == sorted(SHIPPED_SMS)
     problems = [
         *(p for name, marketing in SHIPPED_EMAILS.items()
-          for p in catalog.check("email", name, marketing=marketing, max_sms_segments=3)),
+          for p in template_checks.check(catalog, "email", name, marketing=marketing,
+                                         max_sms_segments=3)),
         *(p for name in SHIPPED_SMS
-          for p in catalog.check("sms", name, marketing=True, max_sms_segments=3,
+          for p in template_checks.check(catalog, "sms", name, marketing=True, max_sms_segments=3,
                                  stop_mention=STOP)),
     ]
     assert problems == []

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from nurture.config import ReplyRule
+from nurture.config.settings import ReplyRule
 from nurture.errors import ConfigError
-from nurture.replies import (
+from nurture.scoring.replies import (
     DEFAULT_POINTS,
     DEFAULT_RULES,
     Classification,

@@ -10,9 +10,11 @@ from freezegun import freeze_time
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from nurture import db, store
-from nurture.cli import app
-from nurture.engine import Runtime, tick
+from nurture.cli.main import app
+from nurture.engine.runtime import Runtime
+from nurture.engine.tick import tick
+from nurture.store import database as db
+from nurture.store import queries as store
 from tests.maturity_support import FITTING, MONDAY, add, build, event, journeys_of, state
 
 PHONE = "+33612345678"

@@ -13,10 +13,10 @@ import yaml
 from jsonschema import Draft202012Validator
 from typer.testing import CliRunner
 
-from nurture.cli import app
-from nurture.journey import STEP_KINDS, Journey
-from nurture.loader import load_journeys, read_journey
-from nurture.schema import SCHEMA_ID, journey_schema
+from nurture.authoring.journey import STEP_KINDS, Journey
+from nurture.authoring.loader import load_journeys, read_journey
+from nurture.authoring.schema import SCHEMA_ID, journey_schema
+from nurture.cli.main import app
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "journeys").glob("*.yaml"))

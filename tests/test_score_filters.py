@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from nurture.score_filters import parse_filter, predicate
+from nurture.scoring.filters import parse_filter, predicate
 
 FILTERS = [
     # spec, property present, value, holds

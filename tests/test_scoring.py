@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from nurture import scoring
-from nurture.config import FitRule, Replies, ScoreRule, Scoring
+from nurture.config.settings import FitRule, ScoreRule, Scoring, Settings
+from nurture.errors import ConfigError
+from nurture.scoring import checks
+from nurture.scoring import rules as scoring
 from nurture.views import ContactView
 
 DAY = timedelta(days=1)
@@ -23,22 +25,33 @@ def contact(**values: Any) -> ContactView:
     return ContactView(**base)
 
 
+def _problems(**sections: Any) -> list[tuple[Any, str]]:
+    return checks.config_problems(Settings.model_validate({"root": ".", **sections}))
+
+
 def test_config_refuses_bad_rules_at_load() -> None:
-    with pytest.raises(ValidationError, match="where.seconds"):
-        ScoreRule(name="r", event="page.viewed", points=1, where={"seconds": ">=lots"})
-    with pytest.raises(ValidationError, match="engine uses"):
-        ScoreRule(name="decay", event="page.viewed", points=1)
-    with pytest.raises(ValidationError, match="unknown field"):
-        FitRule(name="f", when="attrs.role == 'x'", points=1)
+    [(where, message)] = _problems(scoring={"rules": [
+        {"name": "r", "event": "page.viewed", "points": 1, "where": {"seconds": ">=lots"}}]})
+    assert where == ("scoring", "rules", 0, "where", "seconds") and "where.seconds" in message
+    [(where, message)] = _problems(scoring={"rules": [
+        {"name": "decay", "event": "page.viewed", "points": 1}]})
+    assert where == ("scoring", "rules", 0, "name") and "engine uses" in message
+    [(where, message)] = _problems(scoring={"fit": [
+        {"name": "f", "when": "attrs.role == 'x'", "points": 1}]})
+    assert where == ("scoring", "fit", 0, "when") and "unknown field" in message
+    with pytest.raises(ConfigError, match="where.seconds"):
+        checks.check(Settings.model_validate({"root": ".", "scoring": {"rules": [
+            {"name": "r", "event": "page.viewed", "points": 1, "where": {"seconds": ">x"}}]}}))
     with pytest.raises(ValidationError, match="unique"):
         Scoring(rules=[ScoreRule(name="r", event="a.b", points=1),
                        ScoreRule(name="r", event="x.y", points=1)])
     with pytest.raises(ValidationError, match="hot_at"):
         Scoring(warm_at=50, hot_at=40)
-    with pytest.raises(ValidationError, match="unknown intent"):
-        Replies(points={"delighted": 5})
-    with pytest.raises(ValidationError, match="does not compile"):
-        Replies.model_validate({"rules": [{"intent": "positive", "patterns": ["(oui"]}]})
+    [(where, message)] = _problems(replies={"points": {"delighted": 5}})
+    assert where == ("replies", "points") and "unknown intent" in message
+    [(where, message)] = _problems(replies={"rules": [{"intent": "positive",
+                                                       "patterns": ["(oui"]}]})
+    assert where == ("replies", "rules") and "does not compile" in message
 
 
 PRICING = ScoreRule(name="pricing", event="page.viewed", points=20, cap=2, cap_window="7d",

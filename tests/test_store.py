@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from nurture import db, store
-from nurture import maturity_store as ms
-from nurture.db import Database
+from nurture.store import codec, schema
+from nurture.store import database as db
+from nurture.store import maturity as ms
+from nurture.store import queries as store
+from nurture.store.database import Database
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -24,7 +26,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
     url = (f"sqlite:///{tmp_path / 'nurture.db'}" if request.param == "sqlite"
            else request.getfixturevalue("pg_url"))
     found = Database(url)
-    found.create_all()
+    schema.upgrade(found)
     with found.begin() as conn:
         for index in range(1, 4):
             store.insert_contact(conn, {"email": f"c{index}@example.com", "created_at": NOW,
@@ -69,7 +71,7 @@ def test_a_contact_is_live_once_per_journey(database: Database) -> None:
 def test_two_daemons_enrolling_a_contact_at_once_make_one_enrollment(tmp_path: Path,
                                                                       pg_url: str) -> None:
     database = Database(pg_url)
-    database.create_all()
+    schema.upgrade(database)
     with database.begin() as conn:
         store.insert_contact(conn, {"email": "c1@example.com", "created_at": NOW,
                                     "updated_at": NOW, "attributes": {}})
@@ -105,7 +107,7 @@ def test_values_sent_to_the_driver_read_back_as_sqlalchemy_gives_them(
         assert ms.rule_hits_many(conn, [1], "open", NOW) == {1: 1}
         assert ms.rule_hits_many(conn, [1], "open", NOW + timedelta(microseconds=1)) == {}
         with pytest.raises(ValueError, match="naive"):
-            store.driver_rows(conn, db.handoff, ["created_at"], [[NOW.replace(tzinfo=None)]])
+            codec.driver_rows(conn, db.handoff, ["created_at"], [[NOW.replace(tzinfo=None)]])
     assert found["payload"] == {"événement": [1, 2.5, None]}
     assert found["next_attempt_at"] == NOW and found["next_attempt_at"].tzinfo == UTC
     assert change["at"] == NOW and change["at"].tzinfo == UTC

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from nurture.content.rendering import TemplateCatalog
+from nurture.content.template_checks import check
 from nurture.errors import Problem
-from nurture.rendering import TemplateCatalog
 
 ATTRIBUTES = ("first_name", "company")
 STOP = {"fr": "STOP au 36111", "en": "Reply STOP to opt out"}
@@ -47,7 +48,7 @@ def at(root: Path, relative: str) -> str:
 
 
 def check_email(c: TemplateCatalog, name: str, marketing: bool = True) -> list[Problem]:
-    return c.check("email", name, marketing=marketing, max_sms_segments=3)
+    return check(c, "email", name, marketing=marketing, max_sms_segments=3)
 
 
 def messages(problems: list[Problem]) -> list[str]:
@@ -74,7 +75,7 @@ def test_missing_everywhere_is_one_problem(root: Path) -> None:
 
 def test_missing_default_locale_with_no_fallback(root: Path) -> None:
     c = catalog(root, {"sms/ping.fr.txt": "Ping"})
-    problems = c.check("sms", "ping", marketing=False, max_sms_segments=1)
+    problems = check(c, "sms", "ping", marketing=False, max_sms_segments=1)
     assert messages(problems) == [
         f"no sms template 'ping' for locale 'en' (tried: {at(root, 'sms/ping.en.txt')}, "
         f"{at(root, 'sms/ping.txt')})"
@@ -142,7 +143,7 @@ def test_marketing_email_text_part_needs_the_unsubscribe_link(root: Path) -> Non
 
 def test_sms_over_the_segment_limit(root: Path) -> None:
     c = catalog(root, {"sms/long.fr.txt": "Votre essai est prêt, " * 3, "sms/long.en.txt": "ok"})
-    problems = c.check("sms", "long", marketing=True, max_sms_segments=1, stop_mention=STOP)
+    problems = check(c, "sms", "long", marketing=True, max_sms_segments=1, stop_mention=STOP)
     assert [(p.path, p.message) for p in problems] == [(
         at(root, "sms/long.fr.txt"),
         "SMS is 2 segments (UCS-2, because of 'ê') with the sample contact and STOP mention; "
@@ -152,8 +153,8 @@ def test_sms_over_the_segment_limit(root: Path) -> None:
 
 def test_stop_mention_counts_towards_the_segment_limit(root: Path) -> None:
     c = catalog(root, {"sms/edge.txt": "a" * 150})
-    assert c.check("sms", "edge", marketing=False, max_sms_segments=1) == []
-    problems = c.check("sms", "edge", marketing=True, max_sms_segments=1, stop_mention=STOP)
+    assert check(c, "sms", "edge", marketing=False, max_sms_segments=1) == []
+    problems = check(c, "sms", "edge", marketing=True, max_sms_segments=1, stop_mention=STOP)
     assert messages(problems) == [
         "SMS is 2 segments (GSM-7) with the sample contact and STOP mention; the limit is 1"
     ]
@@ -161,7 +162,7 @@ def test_stop_mention_counts_towards_the_segment_limit(root: Path) -> None:
 
 def test_marketing_sms_without_a_stop_mention_for_its_locale(root: Path) -> None:
     c = catalog(root, {"sms/promo.fr.txt": "Promo", "sms/promo.en.txt": "Promo"})
-    problems = c.check("sms", "promo", marketing=True, max_sms_segments=1,
+    problems = check(c, "sms", "promo", marketing=True, max_sms_segments=1,
                        stop_mention={"de": "STOP an 12345"})
     assert messages(problems) == [
         "marketing SMS has no STOP mention (en)", "marketing SMS has no STOP mention (fr)",
@@ -174,7 +175,7 @@ def test_marketing_sms_without_a_stop_mention_for_its_locale(root: Path) -> None
 ])
 def test_render_failure_with_the_sample_contact(root: Path, source: str, error: str) -> None:
     c = catalog(root, {"sms/boom.txt": source})
-    problems = c.check("sms", "boom", marketing=False, max_sms_segments=1)
+    problems = check(c, "sms", "boom", marketing=False, max_sms_segments=1)
     assert [(p.path, p.line) for p in problems] == [(at(root, "sms/boom.txt"), 2)]
     assert problems[0].message == f"does not render with the sample contact: {error}"
 

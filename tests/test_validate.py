@@ -17,13 +17,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nurture import contacts, entry, store
-from nurture.cli import app
-from nurture.config import load_settings
-from nurture.db import Database
+from nurture.authoring.loader import read_journey
+from nurture.cli.main import app
+from nurture.config.settings import load_settings
+from nurture.engine import membership as entry
 from nurture.errors import ConfigError
-from nurture.loader import read_journey
-from nurture.validate import toml_key_lines, validate_project
+from nurture.services import contacts
+from nurture.services.validate import toml_key_lines, validate_project
+from nurture.store import queries as store
+from nurture.store import schema
+from nurture.store.database import Database
 
 REPO = Path(__file__).resolve().parent.parent
 BROKEN = Path(__file__).resolve().parent / "fixtures" / "broken"
@@ -169,7 +172,7 @@ def contacts_at_removed_step(config: Path, step_id: str = "old-welcome",
     loaded, _ = read_journey(settings.journeys_path / "cold-education.yaml")
     assert loaded is not None
     database = Database(settings.database_url)
-    database.create_all()
+    schema.upgrade(database)
     try:
         with database.begin() as conn:
             contact = contacts.add_contact(conn, settings, NOW, email="camille@example.com")

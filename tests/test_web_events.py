@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from nurture import db
-from nurture.engine import Runtime
+from nurture.engine.runtime import Runtime
+from nurture.store import database as db
 from nurture.web.app import create_app
 from tests.maturity_support import API_KEY, FITTING, MONDAY, add, build, journeys_of, state
 

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from nurture import contacts, db, gdpr
-from nurture.engine import Runtime, tick
+from nurture.engine.runtime import Runtime
+from nurture.engine.tick import tick
+from nurture.services import contacts, gdpr
+from nurture.store import database as db
 from nurture.web.app import create_app
 from tests.consent_support import (
     MONDAY,

@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi.testclient import TestClient
 
-from nurture import db
-from nurture.engine import Runtime, tick
+from nurture.engine.runtime import NoHook, Runtime
+from nurture.engine.tick import tick
+from nurture.store import database as db
 from nurture.web.app import create_app
 from tests.fakes import add_contact, consent_records, count, events, messages, suppressed
 
@@ -229,11 +230,13 @@ def test_dropped_for_a_globally_unsubscribed_address_withdraws_email(hook: Hook)
 
 
 def test_an_item_that_fails_while_applied_is_rolled_back_alone(hook: Hook) -> None:
-    def explode(conn: Any, rt: Runtime, event_id: int, event: Any, now: datetime) -> None:
-        if event.properties.get("url") == "https://boom.example/":
-            raise RuntimeError("a hook failed on this item")
+    class Explode(NoHook):
+        def on_run(self, conn: Any, rt: Runtime, run: Any, now: datetime) -> dict[int, Any]:
+            if any(e.properties.get("url") == "https://boom.example/" for _, e in run):
+                raise RuntimeError("a hook failed on this item")
+            return {}
 
-    hook.rt.event_hooks.append(explode)
+    hook.rt.event_hooks.append(Explode())
     batch = [hook.event("open"), hook.event("click", url="https://boom.example/"),
              hook.event("delivered")]
 

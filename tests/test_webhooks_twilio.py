@@ -10,9 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
-from nurture import db
-from nurture.engine import Runtime, tick
-from nurture.replies import Classifier
+from nurture.engine.runtime import Runtime
+from nurture.engine.tick import tick
+from nurture.scoring.replies import Classifier
+from nurture.store import database as db
 from nurture.web.app import create_app
 from tests.fakes import (
     add_contact,

@@ -27,6 +27,11 @@ class OutgoingMessage:
     status_callback: str | None = None
     #: when the message was recorded (the email Date header)
     created_at: datetime | None = None
+    #: whom it is about and why: what the send path checks just before the call
+    contact_id: int | None = None
+    purpose: str = ""
+    #: journey, confirmation or notification (`vocab.MessageKind`)
+    kind: str = "journey"
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 
-from nurture.config import PLACEHOLDER_SECRETS, Settings
+from nurture.config.settings import PLACEHOLDER_SECRETS, Settings
 from nurture.errors import ConfigError
 from nurture.providers.base import Provider
 from nurture.providers.outbox import OutboxProvider

@@ -22,11 +22,11 @@ from email.utils import parseaddr
 from functools import lru_cache
 from typing import Any
 
-from inscriptis import get_text  # type: ignore[import-untyped]
-from python_http_client.exceptions import HTTPError  # type: ignore[import-untyped]
-from sendgrid import SendGridAPIClient  # type: ignore[import-untyped]
-from sendgrid.helpers.eventwebhook import EventWebhook  # type: ignore[import-untyped]
-from sendgrid.helpers.mail import (  # type: ignore[import-untyped]
+from inscriptis import get_text
+from python_http_client.exceptions import HTTPError
+from sendgrid import SendGridAPIClient
+from sendgrid.helpers.eventwebhook import EventWebhook
+from sendgrid.helpers.mail import (
     Category,
     CustomArg,
     From,
@@ -38,10 +38,10 @@ from sendgrid.helpers.mail import (  # type: ignore[import-untyped]
     To,
 )
 
-from nurture.config import Settings
+from nurture.config.settings import Settings
 from nurture.errors import ConfigError, ProviderError, SignatureError
 from nurture.providers.base import OutgoingMessage, ProviderEvent, SendResult
-from nurture.replies import strip_quoted
+from nurture.scoring.replies import strip_quoted
 from nurture.vocab import EventType, MessageState
 
 DEFAULT_HOST = "https://api.sendgrid.com"

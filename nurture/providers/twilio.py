@@ -15,15 +15,15 @@ from datetime import datetime
 from typing import Any
 
 import requests
-from twilio.base.exceptions import TwilioRestException, TwilioServiceException  # type: ignore[import-untyped]
-from twilio.http.http_client import TwilioHttpClient  # type: ignore[import-untyped]
-from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
-from twilio.rest import Client  # type: ignore[import-untyped]
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
 
-from nurture.config import Settings
+from nurture.config.settings import Settings
+from nurture.content.rendering import sms_segments
 from nurture.errors import ProviderError, SignatureError
 from nurture.providers.base import OutgoingMessage, ProviderEvent, SendResult
-from nurture.rendering import sms_segments
 from nurture.vocab import EventType, MessageState
 
 #: Twilio error codes that say something about the number itself

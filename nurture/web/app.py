@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
-from nurture.engine import Runtime
+from nurture.engine.runtime import Runtime
 from nurture.web import consent, events, health, unsubscribe, webhooks_sendgrid, webhooks_twilio
 
 

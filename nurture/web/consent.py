@@ -9,11 +9,11 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from nurture import signup
-from nurture.delivery import deliver
-from nurture.engine import Runtime
+from nurture.compliance.tokens import LinkExpired
+from nurture.engine.runtime import Runtime
+from nurture.engine.send import deliver
 from nurture.errors import ContactError, SignatureError, TemplateError
-from nurture.tokens import LinkExpired
+from nurture.services import signup
 from nurture.web import pages
 from nurture.web.deps import ApiKey, NowDep, RuntimeDep
 from nurture.web.unsubscribe import client_evidence

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy import Connection
 
-from nurture.engine import Runtime
+from nurture.engine.runtime import Runtime
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -25,9 +25,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from nurture import contacts, intake, maturity
 from nurture.errors import ContactError
-from nurture.events import IncomingEvent
+from nurture.intake import ingest as intake
+from nurture.intake import maturity
+from nurture.intake.events import IncomingEvent
+from nurture.services import contacts
 from nurture.vocab import is_valid_event_type
 from nurture.web.deps import ApiKey, ConnDep, NowDep, RuntimeDep
 

@@ -13,7 +13,7 @@ from typing import Any
 import jinja2
 from fastapi.responses import HTMLResponse
 
-from nurture.config import Settings
+from nurture.config.settings import Settings
 
 LANGUAGES = ("fr", "en")
 

@@ -18,9 +18,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from starlette.datastructures import UploadFile
 
-from nurture import preferences
-from nurture.engine import Runtime
+from nurture.engine.runtime import Runtime
 from nurture.errors import ContactError, SignatureError
+from nurture.services import preferences
 from nurture.vocab import ALL_PURPOSES
 from nurture.web import pages
 from nurture.web.deps import NowDep, RuntimeDep

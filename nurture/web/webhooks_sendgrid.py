@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from nurture import feedback
 from nurture.errors import ConfigError, SignatureError
+from nurture.intake import feedback
 from nurture.providers import sendgrid
 from nurture.web.deps import ConnDep, NowDep, RuntimeDep
 

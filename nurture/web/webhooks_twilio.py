@@ -13,10 +13,10 @@ from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from twilio.twiml.messaging_response import MessagingResponse  # type: ignore[import-untyped]
+from twilio.twiml.messaging_response import MessagingResponse
 
-from nurture import feedback
 from nurture.errors import SignatureError
+from nurture.intake import feedback
 from nurture.providers import twilio
 from nurture.web.deps import ConnDep, NowDep, RuntimeDep
 

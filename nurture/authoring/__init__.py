@@ -1,0 +1,1 @@
+"""Journeys as data: typed steps, the condition language, the loader and its schema."""

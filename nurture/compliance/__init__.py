@@ -1,0 +1,1 @@
+"""Consent decisions, send gates, send windows, address hygiene, signed link tokens."""

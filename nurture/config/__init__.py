@@ -1,0 +1,1 @@
+"""Settings from config.toml and the environment (no domain imports: the domain checks call in)."""

@@ -1,0 +1,1 @@
+"""Sandboxed templates: the catalog, what templates see, SMS segments and checks."""

@@ -1,0 +1,49 @@
+"""Build the engine's `Runtime` from settings: the one place where the parts meet."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from nurture.authoring.loader import load_journeys
+from nurture.compliance.tokens import Links
+from nurture.config.settings import Settings
+from nurture.content.rendering import TemplateCatalog
+from nurture.engine.runtime import Runtime
+from nurture.errors import ValidationFailed
+from nurture.intake import maturity, reply_effects
+from nurture.providers.base import Provider
+from nurture.providers.registry import build_providers
+from nurture.scoring import checks
+from nurture.store import schema
+from nurture.store.database import Database
+
+
+def catalog_for(settings: Settings) -> TemplateCatalog:
+    return TemplateCatalog(settings.templates_path, default_locale=settings.default_locale,
+                           locales=settings.locales, attribute_names=settings.attributes,
+                           sender=settings.sender.company)
+
+
+def build_runtime(settings: Settings, *, database: Database | None = None,
+                  providers: Mapping[str, Provider] | None = None) -> Runtime:
+    """Load journeys (refusing invalid ones), templates, providers and the database."""
+    journeys, problems = load_journeys(settings.journeys_path, set(settings.purposes))
+    if problems:
+        raise ValidationFailed(problems)
+    checks.check(settings)  # the domain's checks of config.toml
+    database = database or Database(settings.database_url)
+    schema.require_current(database)
+    runtime = Runtime(
+        settings=settings, db=database, journeys={j.id: j for j in journeys},
+        catalog=catalog_for(settings),
+        providers=providers if providers is not None else build_providers(settings),
+        links=Links(settings.secret_key, settings.public_base_url),
+    )
+    install_hooks(runtime)
+    return runtime
+
+
+def install_hooks(runtime: Runtime) -> None:
+    """The event hooks, in order: a reply's consent and stop-on-reply first, then the
+    points of every event."""
+    runtime.event_hooks.extend((reply_effects.ReplyHook(), maturity.ScoringHook()))

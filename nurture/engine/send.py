@@ -1,0 +1,408 @@
+"""The one send path: every outgoing message is composed, recorded and handed over here.
+
+Journey steps (through the executor), retries, double opt-in confirmations and sales
+notifications all become a `message` row (state `sending`) in the caller's transaction,
+then reach `deliver` once that transaction committed. Immediately before each provider
+call — each message, each attempt — `Guard` confirms that the address is not
+suppressed and, for journey messages, that consent for the channel × purpose still
+holds; a withdrawal or suppression committed before that moment always wins, and the
+message ends `skipped` with its reason. Only the provider call itself remains: a
+withdrawal committed while the request is on the wire cannot stop it.
+
+Retries re-run the gates at their own time (consent, suppression, send window), so a
+retry never goes out after a withdrawal, nor outside the window (it waits for it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+
+from nurture.authoring.journey import Journey
+from nurture.compliance import gates
+from nurture.compliance.hygiene import address_hash
+from nurture.compliance.tokens import Links
+from nurture.config.settings import Settings
+from nurture.content.context import template_context
+from nurture.content.rendering import TemplateCatalog
+from nurture.engine.runtime import Runtime
+from nurture.errors import ProviderError
+from nurture.providers.base import OutgoingMessage
+from nurture.store import queries as store
+from nurture.store import work
+from nurture.views import ContactView
+from nurture.vocab import ALL_PURPOSES, ConsentAction, MessageKind, MessageState, SkipReason
+
+log = logging.getLogger("nurture.send")
+
+
+# ---- composing ------------------------------------------------------------------------
+
+
+def new_public_id(now: datetime) -> str:
+    """Our message id: time-ordered (the index grows at its end, as rows are added) and
+    80 random bits, so ids cannot be guessed; links carry it signed besides."""
+    return f"{int(now.timestamp() * 1000):011x}{os.urandom(10).hex()}"
+
+
+def message_row(*, public_id: str, contact_id: int, channel: str, purpose: str,
+                template: str, to: str, state: str, now: datetime,
+                kind: str = MessageKind.JOURNEY, enrollment: Mapping[str, Any] | None = None,
+                step_id: str | None = None, skip_reason: str | None = None, error: str = "",
+                locale: str = "", subject: str = "", text: str = "", segments: int = 0,
+                lease_until: datetime | None = None) -> dict[str, Any]:
+    """A complete message row (every column, so a batch inserts in one statement)."""
+    return {
+        "public_id": public_id, "contact_id": contact_id,
+        "enrollment_id": enrollment["id"] if enrollment else None,
+        "seq": enrollment["seq"] if enrollment else None,
+        "journey_id": enrollment["journey_id"] if enrollment else None, "step_id": step_id,
+        "kind": kind, "channel": channel, "purpose": purpose, "template": template,
+        "locale": locale, "state": state, "skip_reason": skip_reason, "error": error,
+        "to_address": to, "subject": subject, "body_text": text, "segments": segments,
+        "provider": "", "provider_message_id": None, "attempts": 0, "next_attempt_at": None,
+        "lease_until": lease_until, "retry_payload": None, "created_at": now, "sent_at": None,
+        "updated_at": now,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Composed:
+    """A rendered message for the provider, with what its row records of it."""
+
+    message: OutgoingMessage
+    locale: str
+    segments: int = 0
+
+
+def compose_sms(settings: Settings, catalog: TemplateCatalog, links: Links, *,
+                template: str, contact: ContactView, context: Mapping[str, Any],
+                purpose: str, public_id: str, now: datetime,
+                kind: str = MessageKind.JOURNEY) -> Composed:
+    marketing = _marketing(settings, purpose)
+    mention = settings.sms.stop_mention.get(contact.locale) if marketing else None
+    sms = catalog.render_sms(template, contact.locale, context, stop_mention=mention)
+    message = OutgoingMessage(
+        public_id, "sms", contact.phone or "", settings.sender.sms_sender_for(contact.country),
+        text=sms.text, status_callback=f"{links.base_url}/webhooks/twilio/status?m={public_id}",
+        created_at=now, contact_id=contact.id, purpose=purpose, kind=kind)
+    return Composed(message, sms.locale, sms.segments)
+
+
+def compose_email(settings: Settings, catalog: TemplateCatalog, *, template: str,
+                  contact: ContactView, context: Mapping[str, Any], purpose: str,
+                  public_id: str, now: datetime, to: str | None = None,
+                  locale: str | None = None, categories: tuple[str, ...] = (),
+                  kind: str = MessageKind.JOURNEY) -> Composed:
+    """An email; marketing purposes carry List-Unsubscribe (RFC 2369 / RFC 8058)."""
+    email = catalog.render_email(template, locale or contact.locale, context)
+    links = context.get("links") or {}
+    headers = (unsubscribe_headers(settings, links["unsubscribe"], public_id)
+               if _marketing(settings, purpose) else {})
+    message = OutgoingMessage(
+        public_id, "email", to if to is not None else contact.email or "",
+        settings.sender.email_from, subject=email.subject, text=email.text, html=email.html,
+        reply_to=reply_address(settings, public_id) if kind == MessageKind.JOURNEY
+        else settings.sender.reply_to,
+        headers=headers, categories=categories, created_at=now, contact_id=contact.id,
+        purpose=purpose, kind=kind)
+    return Composed(message, email.locale)
+
+
+def alphanumeric(sender: str) -> bool:
+    """A sender name (`AcmePlan`) rather than a number (+33…, a short code)."""
+    return not sender.removeprefix("+").isdigit()
+
+
+def refuses_sender(phone: str, sender: str) -> bool:
+    """US and Canadian carriers refuse alphanumeric senders (+1 numbers)."""
+    return phone.startswith("+1") and alphanumeric(sender)
+
+
+def _marketing(settings: Settings, purpose: str) -> bool:
+    spec = settings.purposes.get(purpose)
+    return spec.marketing if spec else True
+
+
+def unsubscribe_headers(settings: Settings, url: str, public_id: str) -> dict[str, str]:
+    """RFC 2369 List-Unsubscribe with an HTTPS one-click URI (RFC 8058), and mailto if set."""
+    targets = [f"<{url}>"]
+    if settings.sender.unsubscribe_mailto:
+        targets.append(f"<mailto:{settings.sender.unsubscribe_mailto}?subject=unsubscribe-"
+                       f"{public_id}>")
+    return {"List-Unsubscribe": ", ".join(targets),
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+def reply_address(settings: Settings, public_id: str) -> str:
+    """A per-message reply-to (reply+ID@domain) ties an email reply to its message."""
+    if settings.sender.reply_domain:
+        return f"reply+{public_id}@{settings.sender.reply_domain}"
+    return settings.sender.reply_to
+
+
+def row_for(composed: Composed, *, template: str, now: datetime, lease_until: datetime,
+            enrollment: Mapping[str, Any] | None = None,
+            step_id: str | None = None) -> dict[str, Any]:
+    """The `sending` row recorded for a composed message before any provider call."""
+    m = composed.message
+    return message_row(
+        public_id=m.public_id, contact_id=m.contact_id or 0, channel=m.channel,
+        purpose=m.purpose, template=template, to=m.to, state=MessageState.SENDING, now=now,
+        kind=m.kind, enrollment=enrollment, step_id=step_id, locale=composed.locale,
+        subject=m.subject, text=m.text, segments=composed.segments, lease_until=lease_until)
+
+
+def direct_email(conn: Connection, rt: Runtime, now: datetime, *, contact: ContactView,
+                 template: str, kind: str, purpose: str, links: Mapping[str, str],
+                 journey: Journey | None = None, to: str | None = None,
+                 locale: str | None = None,
+                 categories: tuple[str, ...] = ()) -> OutgoingMessage:
+    """Compose and record a message outside journeys (confirmation, notification) in the
+    caller's transaction; hand the result to `deliver` once it committed.
+    TemplateError when it cannot be rendered (nothing is recorded)."""
+    public_id = new_public_id(now)
+    context = template_context(rt.settings, contact, links, public_id, journey)
+    composed = compose_email(rt.settings, rt.catalog, template=template, contact=contact,
+                             context=context, purpose=purpose, public_id=public_id, now=now,
+                             to=to, locale=locale, categories=categories, kind=kind)
+    work.insert_messages(conn, [row_for(composed, template=template, now=now,
+                                        lease_until=now + rt.lease)])
+    return composed.message
+
+
+# ---- the last look before each provider call -------------------------------------------
+
+
+class Guard:
+    """Consent and the suppression list as of the last look, for one delivery run.
+
+    One query per message reads the ledger version; only when it moved (a withdrawal,
+    a grant, a suppression committed meanwhile) are the run's contacts read again."""
+
+    def __init__(self, rt: Runtime, messages: Sequence[OutgoingMessage]) -> None:
+        self.rt = rt
+        self.contact_ids = sorted({m.contact_id for m in messages if m.contact_id})
+        self.hashes = {address_hash(m.to) for m in messages if m.to}
+        self.version: int | None = None
+        self.state = gates.GateState({}, set())
+
+    def _look(self) -> None:
+        with self.rt.db.reader() as conn:
+            version = store.ledger_version(conn)
+            if version == self.version:
+                return
+            # the version first, then the state: a change committed in between is
+            # seen now and looked at again next time, never missed
+            self.state = gates.GateState(store.consent_statuses(conn, self.contact_ids),
+                                         store.suppressed_among(conn, self.hashes))
+            self.version = version
+
+    def verdict(self, message: OutgoingMessage) -> gates.Skipped | None:
+        """None when the message may be handed over now."""
+        self._look()
+        if address_hash(message.to) in self.state.suppressed:
+            return gates.Skipped(SkipReason.SUPPRESSED, "address on the suppression list")
+        if message.kind != MessageKind.JOURNEY:
+            return None  # asked for by the person (confirmation), or to our own team
+        if message.contact_id is None:
+            return gates.Skipped(SkipReason.NO_CONSENT, "a journey message names no contact")
+        return gates.consent_verdict(self.state, self.rt.settings, message.contact_id,
+                                     message.channel, message.purpose)
+
+
+# ---- handing over ---------------------------------------------------------------------
+
+
+def backoff(attempts: int, base_seconds: float, rng: random.Random | None = None) -> timedelta:
+    """Exponential backoff with ±25% jitter: base, 2×base, 4×base…"""
+    jitter = (rng or random).uniform(0.75, 1.25)
+    return timedelta(seconds=base_seconds * (2 ** (attempts - 1)) * jitter)
+
+
+def _result(message: OutgoingMessage, attempts: int, now: datetime,
+            **values: Any) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "public_id": message.public_id, "attempts": attempts, "updated_at": now,
+        "lease_until": None, "retry_payload": None, "next_attempt_at": None, "sent_at": None,
+        "error": "", "provider": "", "provider_message_id": None, "skip_reason": None,
+        "_consequence": None,
+    }
+    result.update(values)
+    return result
+
+
+def attempt(rt: Runtime, message: OutgoingMessage, attempts: int, now: datetime) -> dict[str, Any]:
+    """One provider call → the message's new state (never raises for provider errors)."""
+    provider = rt.providers[message.channel]
+    try:
+        sent = provider.send(message)
+    except ProviderError as e:
+        limits = rt.settings.providers
+        result = _result(message, attempts, now, provider=provider.name,
+                         error=f"{e.code or 'error'}: {e}")
+        if e.code == "timeout":
+            # the request went out and no answer came back: it may have been sent, so it
+            # is never sent again (at most once); a later webhook may still tell
+            result.update(state=MessageState.UNKNOWN)
+        elif e.retryable and attempts < limits.max_attempts:
+            result.update(state=MessageState.RETRYING, retry_payload=to_payload(message),
+                          next_attempt_at=now + backoff(attempts, limits.retry_base_seconds))
+        else:
+            result.update(state=MessageState.FAILED, _consequence=e.consequence)
+        log.warning("%s %s to %s: %s", message.channel, message.public_id, message.to, e)
+        return result
+    return _result(message, attempts, now, state=MessageState.SENT, provider=provider.name,
+                   provider_message_id=sent.provider_message_id, sent_at=now)
+
+
+@dataclasses.dataclass
+class Delivery:
+    """What one `deliver` (or `retry_due`) run did."""
+
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+    unknown: int = 0
+    #: skip reason → messages the last look (or a retry's gates) held back
+    skip_reasons: Counter[str] = dataclasses.field(default_factory=Counter)
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.skip_reasons.values())
+
+    @property
+    def handled(self) -> int:
+        return self.sent + self.retrying + self.failed + self.unknown + self.skipped
+
+
+def deliver(rt: Runtime, messages: Sequence[OutgoingMessage], now: datetime,
+            attempts: Sequence[int] | None = None) -> Delivery:
+    """Hand each recorded message to its provider after the guard's last look, then
+    record every outcome in one transaction."""
+    done = Delivery()
+    if not messages:
+        return done
+    guard = Guard(rt, messages)
+    results = []
+    for index, message in enumerate(messages):
+        tries = attempts[index] if attempts else 1
+        refused = guard.verdict(message)
+        if refused is not None:
+            results.append(_result(message, tries - 1, now, state=MessageState.SKIPPED,
+                                   skip_reason=refused.reason, error=refused.detail))
+            continue
+        results.append(attempt(rt, message, tries, now))
+    with rt.db.begin() as conn:
+        work.write_message_results(conn, results)
+        for result, message in zip(results, messages, strict=True):
+            if result["_consequence"]:
+                apply_consequence(conn, message, result["_consequence"], result["error"], now)
+    for result in results:
+        state = result["state"]
+        done.sent += state == MessageState.SENT
+        if state == MessageState.SKIPPED:
+            done.skip_reasons[str(result["skip_reason"])] += 1
+        done.retrying += state == MessageState.RETRYING
+        done.failed += state == MessageState.FAILED
+        done.unknown += state == MessageState.UNKNOWN
+    return done
+
+
+def apply_consequence(conn: Connection, message: OutgoingMessage, consequence: str,
+                      detail: str, now: datetime) -> None:
+    """A permanent failure that says something about the address: suppress or withdraw."""
+    if consequence == "suppress":
+        store.suppress(conn, address_hash(message.to), "provider_rejected", detail, now)
+        return
+    row = store.message_by_public_id(conn, message.public_id)
+    if consequence == "withdraw" and row is not None:
+        store.append_consent(
+            conn, contact_id=row["contact_id"], channel=message.channel, purpose=ALL_PURPOSES,
+            action=ConsentAction.WITHDRAWN, legal_basis="consent", source="provider",
+            address=message.to, evidence={"provider_error": detail}, now=now)
+
+
+# ---- retries --------------------------------------------------------------------------
+
+
+def retry_due(rt: Runtime, now: datetime) -> Delivery:
+    """Messages whose retry time has come: gated again at `now` (consent, suppression,
+    window), claimed as `sending` with a lease, then handed over like any other."""
+    with rt.db.begin() as conn:
+        rows = work.due_retries(conn, now, rt.settings.batch_size)
+        if not rows:
+            return Delivery()
+        ready, held = _regate(conn, rt, rows, now)
+        for row, values in held:
+            store.update_message(conn, row["id"], values)
+        for row in ready:
+            store.update_message(conn, row["id"], {"state": MessageState.SENDING,
+                                                   "lease_until": now + rt.lease,
+                                                   "updated_at": now})
+    # who, why and what kind come from the row, whatever an older payload says
+    messages = [dataclasses.replace(from_payload(row["retry_payload"]),
+                                    contact_id=row["contact_id"], purpose=row["purpose"],
+                                    kind=row["kind"]) for row in ready]
+    done = deliver(rt, messages, now, attempts=[row["attempts"] + 1 for row in ready])
+    done.skip_reasons.update(str(v["skip_reason"]) for _, v in held
+                             if v.get("state") == MessageState.SKIPPED)
+    return done
+
+
+def _regate(conn: Connection, rt: Runtime, rows: list[dict[str, Any]], now: datetime
+            ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], dict[str, Any]]]]:
+    """Split due retries into those that may go now and those the gates hold back:
+    skipped (consent, suppression) or moved to the window's next opening."""
+    contacts = store.load_contacts(conn, sorted({r["contact_id"] for r in rows}))
+    hashes = {address_hash(r["to_address"]) for r in rows if r["to_address"]}
+    state = gates.GateState(store.consent_statuses(conn, list(contacts)),
+                            store.suppressed_among(conn, hashes))
+    ready: list[dict[str, Any]] = []
+    held: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for row in rows:
+        contact = contacts.get(row["contact_id"])
+        verdict: gates.GateResult
+        if contact is None:
+            verdict = gates.Skipped(SkipReason.NO_ADDRESS, "contact no longer exists")
+        elif row["kind"] != MessageKind.JOURNEY:
+            verdict = (gates.Skipped(SkipReason.SUPPRESSED, "address on the suppression list")
+                       if address_hash(row["to_address"]) in state.suppressed else None)
+        else:
+            loaded = rt.journeys.get(row["journey_id"] or "")
+            window = loaded.journey.send_window.get(row["channel"]) if loaded else None
+            request = gates.SendRequest(contact, row["channel"], row["purpose"], now,
+                                        (window,) if window else ())
+            verdict = gates.check(request, state, rt.settings, gates.RETRY_GATES)
+        if verdict is None:
+            ready.append(row)
+        elif isinstance(verdict, gates.Deferred):
+            held.append((row, {"next_attempt_at": verdict.until, "updated_at": now}))
+        else:
+            held.append((row, {"state": MessageState.SKIPPED, "skip_reason": verdict.reason,
+                               "error": verdict.detail, "retry_payload": None,
+                               "next_attempt_at": None, "updated_at": now}))
+    return ready, held
+
+
+def to_payload(message: OutgoingMessage) -> dict[str, Any]:
+    data = dataclasses.asdict(message)
+    data["created_at"] = message.created_at.isoformat() if message.created_at else None
+    data["categories"] = list(message.categories)
+    return data
+
+
+def from_payload(data: dict[str, Any]) -> OutgoingMessage:
+    values = dict(data)
+    if values.get("created_at"):
+        values["created_at"] = datetime.fromisoformat(values["created_at"])
+    values["categories"] = tuple(values.get("categories") or ())
+    return OutgoingMessage(**values)

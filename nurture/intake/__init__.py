@@ -1,0 +1,1 @@
+"""Events in: stored once, scored; replies, provider feedback, the consent ledger, handoffs."""

@@ -1,0 +1,1 @@
+"""Pure scoring: rules and filters, decay and bands, fit, qualification, reply intents."""

@@ -1,0 +1,1 @@
+"""The database: tables, the one codec, the queries (the only SQL)."""
