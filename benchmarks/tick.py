@@ -155,8 +155,8 @@ def run_floor(config: Path, count: int, batch: int) -> float:
         conn.executemany(
             "INSERT INTO message (public_id, contact_id, enrollment_id, seq, channel, purpose, "
             "template, state, to_address, body_text, created_at, updated_at, locale, error, "
-            "subject, segments, provider, attempts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'fr','','',"
-            "1,'',0)", [(*m[:3], m[3] + 1000, *m[4:]) for m in messages])
+            "subject, segments, provider, attempts, kind) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'fr',"
+            "'','',1,'',0,'journey')", [(*m[:3], m[3] + 1000, *m[4:]) for m in messages])
         conn.executemany("UPDATE enrollment SET step_id=NULL, seq=2, next_run_at=? WHERE id=?",
                          [("2027-01-01 00:00:00", e) for _, e in moves])
         conn.execute("COMMIT")

@@ -128,9 +128,23 @@ def frequency_gate(req: SendRequest, state: GateState, settings: Settings) -> Ga
     return None
 
 
+def contact_zones(req: SendRequest, settings: Settings) -> tuple[str, ...]:
+    """Where the contact's hours are counted: its own zone; for an SMS to a contact whose
+    zone was never given (it holds the default), the zones its number may be in — legal
+    hours (TCPA) must hold in all of them."""
+    phone = req.contact.phone
+    if req.channel != "sms" or not phone or req.contact.timezone != settings.default_timezone:
+        return (req.contact.timezone,)
+    return windows.phone_zones(phone) or (req.contact.timezone,)
+
+
 def window_gate(req: SendRequest, state: GateState, settings: Settings) -> GateResult:
     rules = [settings.window(req.channel, req.contact.country), *req.journey_windows]
-    opening = windows.next_opening(rules, req.contact.timezone, req.contact.country, req.now)
+    zones = contact_zones(req, settings)
+    if len(zones) == 1:
+        opening = windows.next_opening(rules, zones[0], req.contact.country, req.now)
+    else:
+        opening = windows.next_opening_everywhere(rules, zones, req.contact.country, req.now)
     if opening > req.now:
         return Deferred(opening, "outside the send window")
     return None

@@ -8,6 +8,8 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import holidays
+import phonenumbers
+from phonenumbers import timezone as phone_timezones
 
 from nurture.config.settings import ALWAYS_OPEN, WindowRule
 
@@ -99,6 +101,60 @@ def next_opening(rules: Sequence[WindowRule], tz_name: str, country: str | None,
             return candidate
         candidate = latest
     raise ValueError("send windows never overlap")
+
+
+@lru_cache(maxsize=1024)
+def _calling_code_zones(code: str) -> frozenset[str]:
+    """Every zone a number of this country calling code may be in (phonenumbers' data)."""
+    zones: set[str] = set()
+    for prefix, names in phone_timezones.TIMEZONE_DATA.items():
+        if prefix.startswith(code):
+            zones.update(names)
+    zones.discard(phone_timezones.UNKNOWN_TIMEZONE)
+    return frozenset(zones)
+
+
+def phone_zones(phone: str) -> tuple[str, ...]:
+    """The time zones a number may be in (several for many US or Canadian numbers), ()
+    when the number says nothing (unparsable, or a non-geographic number). A calling
+    code with one zone in all (+33: Europe/Paris) is answered without parsing."""
+    digits = phone.removeprefix("+")
+    for length in (1, 2, 3):
+        code = digits[:length]
+        if int(code or 0) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            zones = _calling_code_zones(code)
+            if len(zones) == 1:
+                return tuple(zones)
+            break
+    return _parsed_zones(phone)
+
+
+@lru_cache(maxsize=65536)
+def _parsed_zones(phone: str) -> tuple[str, ...]:
+    try:
+        number = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return ()
+    zones = phone_timezones.time_zones_for_number(number)
+    return tuple(z for z in zones if z != phone_timezones.UNKNOWN_TIMEZONE)
+
+
+#: how many times the zones' openings are reconciled before giving up on a common one
+_MAX_ROUNDS = 64
+
+
+def next_opening_everywhere(rules: Sequence[WindowRule], zones: Sequence[str],
+                            country: str | None, now: datetime) -> datetime:
+    """The first moment from `now` when the window is open in every zone (a contact
+    whose zone is only known as its number's possible zones)."""
+    at = now
+    for _ in range(_MAX_ROUNDS):
+        openings = [next_opening(rules, name, country, at) for name in zones]
+        latest = max(openings)
+        if all(o == latest for o in openings):
+            return latest
+        at = latest
+    return at
 
 
 def next_local_time(days: Sequence[str], hhmm: str, tz_name: str, now: datetime) -> datetime:

@@ -15,6 +15,7 @@ retry never goes out after a withdrawal, nor outside the window (it waits for it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -185,31 +186,47 @@ def direct_email(conn: Connection, rt: Runtime, now: datetime, *, contact: Conta
 class Guard:
     """Consent and the suppression list as of the last look, for one delivery run.
 
-    One query per message reads the ledger version; only when it moved (a withdrawal,
-    a grant, a suppression committed meanwhile) are the run's contacts read again."""
+    Before each provider call it reads the ledger version on a connection of its own in
+    autocommit (it sees every commit, locks nothing, holds no snapshot); only when the
+    version moved (a withdrawal, a grant, a suppression committed meanwhile) are the
+    run's contacts read again. Use it as a context manager around the run."""
 
     def __init__(self, rt: Runtime, messages: Sequence[OutgoingMessage]) -> None:
         self.rt = rt
         self.contact_ids = sorted({m.contact_id for m in messages if m.contact_id})
-        self.hashes = {address_hash(m.to) for m in messages if m.to}
+        self.hash_of = {m.public_id: address_hash(m.to) for m in messages}
+        self.hashes = set(self.hash_of.values())
         self.version: int | None = None
         self.state = gates.GateState({}, set())
+        self._reader: contextlib.ExitStack | None = None
+        self._conn: Connection | None = None
+
+    def __enter__(self) -> Guard:
+        self._reader = contextlib.ExitStack()
+        self._conn = self._reader.enter_context(self.rt.db.reader())
+        self._version = store.ledger_version_reader(self._conn)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._reader is not None:
+            self._reader.close()
 
     def _look(self) -> None:
-        with self.rt.db.reader() as conn:
-            version = store.ledger_version(conn)
-            if version == self.version:
-                return
-            # the version first, then the state: a change committed in between is
-            # seen now and looked at again next time, never missed
-            self.state = gates.GateState(store.consent_statuses(conn, self.contact_ids),
-                                         store.suppressed_among(conn, self.hashes))
-            self.version = version
+        assert self._conn is not None, "use the Guard as a context manager"
+        version = self._version()
+        if version == self.version:
+            return
+        # the version first, then the state: a change committed in between is seen now
+        # and looked at again next time, never missed
+        self.state = gates.GateState(store.consent_statuses(self._conn, self.contact_ids),
+                                     store.suppressed_among(self._conn, self.hashes))
+        self.version = version
 
     def verdict(self, message: OutgoingMessage) -> gates.Skipped | None:
         """None when the message may be handed over now."""
         self._look()
-        if address_hash(message.to) in self.state.suppressed:
+        hashed = self.hash_of.get(message.public_id) or address_hash(message.to)
+        if hashed in self.state.suppressed:
             return gates.Skipped(SkipReason.SUPPRESSED, "address on the suppression list")
         if message.kind != MessageKind.JOURNEY:
             return None  # asked for by the person (confirmation), or to our own team
@@ -291,16 +308,16 @@ def deliver(rt: Runtime, messages: Sequence[OutgoingMessage], now: datetime,
     done = Delivery()
     if not messages:
         return done
-    guard = Guard(rt, messages)
     results = []
-    for index, message in enumerate(messages):
-        tries = attempts[index] if attempts else 1
-        refused = guard.verdict(message)
-        if refused is not None:
-            results.append(_result(message, tries - 1, now, state=MessageState.SKIPPED,
-                                   skip_reason=refused.reason, error=refused.detail))
-            continue
-        results.append(attempt(rt, message, tries, now))
+    with Guard(rt, messages) as guard:
+        for index, message in enumerate(messages):
+            tries = attempts[index] if attempts else 1
+            refused = guard.verdict(message)
+            if refused is not None:
+                results.append(_result(message, tries - 1, now, state=MessageState.SKIPPED,
+                                       skip_reason=refused.reason, error=refused.detail))
+                continue
+            results.append(attempt(rt, message, tries, now))
     with rt.db.begin() as conn:
         work.write_message_results(conn, results)
         for result, message in zip(results, messages, strict=True):

@@ -9,6 +9,7 @@ command that fixes it, never discovered later as a missing column.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -22,6 +23,9 @@ from sqlmodel import SQLModel
 from nurture.errors import SchemaOutdated
 from nurture.store import tables  # noqa: F401  (registers the tables on the metadata)
 from nurture.store.database import Database
+
+# Alembic narrates every step at INFO; our commands say what happened in one line
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: the schema of databases created before migrations existed
