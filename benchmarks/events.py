@@ -38,6 +38,7 @@ from nurture.engine.runtime import Runtime  # noqa: E402
 from nurture.intake.events import IncomingEvent  # noqa: E402
 from nurture.intake.ingest import ingest, ingest_many  # noqa: E402
 from nurture.providers.memory import MemoryProvider  # noqa: E402
+from nurture.services import journeys  # noqa: E402
 from nurture.store import database as db  # noqa: E402
 
 NOW = datetime(2026, 12, 8, 10, 0, tzinfo=UTC)
@@ -119,6 +120,7 @@ def main() -> None:
         settings = load_settings(make_project(Path(folder), args.batch))
         sink = MemoryProvider()
         rt = build_runtime(settings, providers={"email": sink, "sms": sink})
+        journeys.apply_files(rt, journeys.read_files(rt)[0], NOW)  # as `nurture apply`
         seed(rt, args.contacts)
         events = make_events(args.contacts, args.events)
         started = time.perf_counter()

@@ -18,6 +18,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from nurture.engine.runtime import Runtime
 from nurture.engine.tick import TickReport, tick
+from nurture.store import daemons
 
 log = logging.getLogger("nurture.daemon")
 
@@ -45,11 +46,15 @@ class Daemon:
         #: held while a tick runs, so a stop can wait for the batch in flight
         self.busy = threading.Lock()
         self.scheduler = BlockingScheduler(timezone=UTC)
+        self.started_at = clock()
         settle_memory()
 
     def run_once(self) -> TickReport:
-        report = tick(self.runtime, self.clock(), should_stop=self.stopping.is_set)
+        now = self.clock()
+        report = tick(self.runtime, now, should_stop=self.stopping.is_set)
         log.info("tick: %s", summary(report))
+        with self.runtime.db.begin() as conn:  # `nurture status` shows each daemon's beat
+            daemons.beat(conn, self.runtime.worker, self.started_at, now, report.as_dict())
         if self.on_tick:
             self.on_tick(report)
         return report
@@ -87,4 +92,4 @@ def summary(report: TickReport) -> str:
     skipped = ", ".join(f"{k}={v}" for k, v in sorted(report.skipped.items())) or "none"
     return (f"entered={report.entered} processed={report.processed} sent={report.sent} "
             f"deferred={report.deferred} failed={report.failed} unknown={report.unknown} "
-            f"retried={report.retried} skipped: {skipped}")
+            f"blocked={report.blocked} retried={report.retried} skipped: {skipped}")

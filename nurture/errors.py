@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class NurtureError(Exception):
     """Root of every error nurture raises on purpose."""
@@ -52,17 +54,35 @@ class SignatureError(NurtureError):
 
 
 class Problem:
-    """One validation problem, printed as `path:line: message`."""
+    """One validation problem, printed as `path:line: message` (`path:line: warning: …`)."""
 
-    __slots__ = ("path", "line", "message")
+    __slots__ = ("path", "line", "message", "severity")
 
-    def __init__(self, path: str, line: int | None, message: str) -> None:
+    #: makes `nurture validate` fail (exit 1)
+    ERROR: ClassVar[str] = "error"
+    #: worth knowing, stops nothing (printed with `warning:`)
+    WARNING: ClassVar[str] = "warning"
+
+    def __init__(self, path: str, line: int | None, message: str,
+                 severity: str = "error") -> None:
+        if severity not in (self.ERROR, self.WARNING):
+            raise ValueError(f"severity must be 'error' or 'warning', not {severity!r}")
         self.path = path
         self.line = line
         self.message = message
+        self.severity = severity
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == self.ERROR
+
+    def as_dict(self) -> dict[str, str | int]:
+        return {"path": self.path, "line": self.line or 1, "severity": self.severity,
+                "message": self.message}
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line or 1}: {self.message}"
+        prefix = "warning: " if self.severity == self.WARNING else ""
+        return f"{self.path}:{self.line or 1}: {prefix}{self.message}"
 
     def __repr__(self) -> str:
         return f"Problem({str(self)!r})"

@@ -42,9 +42,13 @@ class EnrollmentState(StrEnum):
     EXITED = "exited"
     #: stopped by an error recorded in last_error
     FAILED = "failed"
+    #: held at its step by an error a person can fix (last_error says which); resumes
+    #: there once the fix is applied (`nurture apply`) or `nurture retry` is run
+    BLOCKED = "blocked"
 
 
-LIVE_ENROLLMENT_STATES = (EnrollmentState.ACTIVE, EnrollmentState.WAITING, EnrollmentState.PAUSED)
+LIVE_ENROLLMENT_STATES = (EnrollmentState.ACTIVE, EnrollmentState.WAITING, EnrollmentState.PAUSED,
+                          EnrollmentState.BLOCKED)
 
 
 class MessageState(StrEnum):

@@ -7,19 +7,23 @@ import shutil
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from nurture.authoring.loader import load_journeys
 from nurture.config.settings import Settings, load_settings
 from nurture.engine.build import build_runtime
 from nurture.engine.runtime import Runtime
+from nurture.errors import ValidationFailed
 from nurture.intake import ledger
 from nurture.providers.memory import MemoryProvider
 from nurture.services import contacts
+from nurture.services.journeys import apply_files
 from nurture.store import schema
 from nurture.store.database import Database
 
@@ -66,6 +70,29 @@ def write_project(root: Path, config_extra: str = "", journeys: dict[str, str] |
     return config
 
 
+def apply_journeys(rt: Runtime) -> Runtime:
+    """Apply the project's journey files, as `nurture apply` does after the loader's
+    checks: runtimes run applied versions only, never the files."""
+    loaded, problems = load_journeys(rt.settings.journeys_path, set(rt.settings.purposes))
+    errors = [p for p in problems if p.is_error]
+    if errors:
+        raise ValidationFailed(errors)
+    apply_files(rt, loaded, datetime.now(UTC))
+    return rt
+
+
+def applied_runtime(settings: Settings, **kwargs: Any) -> Runtime:
+    """`build_runtime` on a project whose journey files are applied first."""
+    return apply_journeys(build_runtime(settings, **kwargs))
+
+
+def apply_config(config: Path, env: dict[str, str] | None = None) -> None:
+    """Apply the journeys of the project at `config` (for tests that run the CLI or the
+    daemon on it, as `nurture apply` would)."""
+    rt = applied_runtime(load_settings(config, env=env or {}))
+    rt.db.dispose()
+
+
 @pytest.fixture
 def make_runtime(tmp_path: Path) -> Callable[..., Runtime]:
     """Build a runtime on a fresh project; sends go to in-memory providers by default."""
@@ -77,7 +104,7 @@ def make_runtime(tmp_path: Path) -> Callable[..., Runtime]:
         settings: Settings = load_settings(config, env={"NURTURE_SECRET_KEY": "test-secret-key"})
         chosen = providers if providers is not None else {"email": MemoryProvider(),
                                                           "sms": MemoryProvider()}
-        return build_runtime(settings, providers=chosen)
+        return applied_runtime(settings, providers=chosen)
 
     return build
 

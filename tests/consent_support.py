@@ -14,12 +14,11 @@ from typing import Any
 from sqlalchemy import select
 
 from nurture.config.settings import load_settings
-from nurture.engine.build import build_runtime
 from nurture.engine.runtime import Runtime
 from nurture.intake import ledger as consent_ledger
 from nurture.services import contacts
 from nurture.store import database as db
-from tests.conftest import write_project
+from tests.conftest import applied_runtime, write_project
 
 SECRET = "test-secret-key-for-links"
 API_KEY = "test-api-key-0123456789"
@@ -50,7 +49,7 @@ def build(root: Path, *, base_url: str = "https://nurture.test", config_extra: s
     settings = load_settings(config, env={"NURTURE_SECRET_KEY": SECRET,
                                           "NURTURE_API_KEY": API_KEY,
                                           "NURTURE_PUBLIC_BASE_URL": base_url})
-    return build_runtime(settings)
+    return applied_runtime(settings)
 
 
 def add(rt: Runtime, email: str, now: datetime,

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from nurture.config.settings import load_settings
-from nurture.engine.build import build_runtime
 from nurture.engine.runtime import Runtime
 from nurture.intake import ledger
 from nurture.intake.events import IncomingEvent
 from nurture.intake.ingest import ingest
 from nurture.providers.memory import MemoryProvider
 from nurture.services import contacts
+from tests.conftest import applied_runtime
 
 REPO = Path(__file__).resolve().parent.parent
 MONDAY = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -116,7 +116,8 @@ def build(root: Path, *, scoring: str = "", handoff: str = "",
     if database_url:
         env["NURTURE_DATABASE_URL"] = database_url
     settings = load_settings(root / "config.toml", env=env)
-    return build_runtime(settings, providers={"email": MemoryProvider(), "sms": MemoryProvider()})
+    return applied_runtime(settings, providers={"email": MemoryProvider(),
+                                                "sms": MemoryProvider()})
 
 
 def add(rt: Runtime, email: str, attributes: dict[str, Any] | None = None,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nurture.cli.main import main
-from tests.conftest import write_project
+from tests.conftest import apply_config, write_project
 
 JOURNEY = """
 id: hello
@@ -38,6 +38,7 @@ def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     config = write_project(tmp_path / "p", journeys={"hello": JOURNEY})
+    apply_config(config)
     monkeypatch.setenv("NURTURE_CONFIG", str(config))
     return config
 

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from nurture.config.settings import load_settings
 from nurture.store import database as db
 from nurture.store.database import Database
-from tests.conftest import seed_contacts, write_project
+from tests.conftest import apply_config, seed_contacts, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +37,7 @@ CONTACTS = 1500
 
 def seed(config: Path, count: int) -> None:
     seed_contacts(config, count, datetime.now(UTC))
+    apply_config(config)
 
 
 def nurture(config: Path, *args: str) -> subprocess.Popen[bytes]:

@@ -221,14 +221,14 @@ def test_a_template_error_for_one_contact_does_not_stop_the_others(make_runtime,
     broken = add(rt, "zero@example.com", MONDAY, attributes={"company_size": 0})
     fine = add(rt, "ten@example.com", MONDAY, attributes={"company_size": 10})
     tick(rt, MONDAY)
-    [failed] = enrollments(rt, broken)
-    assert failed["state"] == "failed"
-    assert "ZeroDivisionError" in failed["last_error"]
+    [blocked] = enrollments(rt, broken)
+    assert (blocked["state"], blocked["step_id"]) == ("blocked", "ratio")
+    assert "ZeroDivisionError" in blocked["last_error"]
     assert messages(rt, broken)[0]["skip_reason"] == "render_error"
     assert [m["state"] for m in messages(rt, fine)] == ["sent", "sent"]
 
 
-def test_an_enrollment_on_a_removed_step_fails_alone(make_runtime):
+def test_an_enrollment_on_a_removed_step_is_blocked_alone(make_runtime):
     rt = make_runtime("", {"onboarding": ONBOARDING})
     lost = add(rt, "lost@example.com", MONDAY)
     ok = add(rt, "ok@example.com", MONDAY)
@@ -237,7 +237,7 @@ def test_an_enrollment_on_a_removed_step_fails_alone(make_runtime):
         [row] = store.contact_enrollments(conn, lost)
         store.update_enrollment(conn, row["id"], {"step_id": "gone"})
     tick(rt, MONDAY + timedelta(days=2))
-    assert enrollments(rt, lost)[0]["state"] == "failed"
+    assert enrollments(rt, lost)[0]["state"] == "blocked"
     assert "'gone' no longer exists" in enrollments(rt, lost)[0]["last_error"]
     assert [m["step_id"] for m in messages(rt, ok)] == ["welcome", "article"]
 

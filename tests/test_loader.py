@@ -462,3 +462,96 @@ def test_a_loaded_journey_looks_steps_up_by_id(tmp_path: Path) -> None:
     assert loaded.following == {"welcome": "done", "done": None}
     assert loaded.line_of("steps", 1) == 8
     assert loaded.line_of("steps", 7, "nothing") == 6  # deepest known prefix: `steps:`
+
+
+# --- a schema error in one place hides nothing elsewhere -------------------------------------
+
+
+def test_a_refused_step_does_not_hide_the_rest_of_the_file(tmp_path: Path) -> None:
+    """Before: the first step refused by the schema was the only problem reported."""
+    found = problems_of(tmp_path, """\
+        id: j
+        name: J
+        purpose: newsleter
+        entry:
+          when: "stage == 'leads'"
+        steps:
+          - {id: welcome, type: send, channel: email, template: t}
+          - {id: later, type: snooze}
+          - {id: pause, type: wait, duration: 3 days}
+          - {id: check, type: branch, cases: [{if: "score >", goto: welcome}]}
+          - {id: again, type: goto, target: welcom}
+        """)
+    assert [(n, m.split(" (")[0].split(": expected")[0]) for n, m in found] == [
+        (3, "purpose 'newsleter' is not declared in config.toml"),
+        (5, "condition: unknown stage 'leads'"),
+        (8, "step 'later': unknown step type 'snooze'"),
+        (9, "step 'pause': duration '3 days' is not valid"),
+        (10, "condition: unexpected end of expression at column 8 in \"score >\""),
+        (11, "step 'again' goes to 'welcom', which is not a step of this journey"),
+    ]
+
+
+def test_a_refused_step_makes_no_phantom_problems_around_it(tmp_path: Path) -> None:
+    """Its id still exists, it may lead wherever its text says, and it closes no loop."""
+    assert problems_of(tmp_path, HEAD + """\
+        steps:
+          - {id: welcome, type: send, channel: email, template: t}
+          - {id: choose, type: brnach, cases: [{if: "score > 5", goto: offer}], else: nudge}
+          - {id: nudge, type: goto, target: choose}
+          - {id: offer, type: goto, target: welcome}
+        """) == [(8, "step 'choose': unknown step type 'brnach' (did you mean 'branch'? known: "
+                     "send, wait, wait_for, branch, set, handoff, goto, move_to, exit)")]
+
+
+def test_refused_top_level_keys_do_not_hide_the_steps(tmp_path: Path) -> None:
+    found = problems_of(tmp_path, """\
+        id: j
+        name: J
+        reentry: 3 days
+        entry: {event: content.downloaded, segment: vip}
+        steps:
+          - {id: a, type: goto, target: b}
+        """)
+    assert [(n, m.split(" (")[0].split(": expected")[0]) for n, m in found] == [
+        (1, "'purpose' is required"),  # no second problem about an undeclared purpose ''
+        (3, "reentry '3 days' is not valid"),
+        (4, "entry: unknown key 'segment'"),
+        (6, "step 'a' goes to 'b', which is not a step of this journey"),
+    ]
+
+
+def test_a_salvaged_journey_is_for_checking_only(tmp_path: Path) -> None:
+    path = write(tmp_path, "j.yaml", HEAD + """\
+        steps:
+          - {id: welcome, type: send, channel: email, template: t}
+          - {id: later, type: snooze}
+        """)
+    assert read_journey(path)[0] is None  # what the engine gets: nothing to run
+    salvaged, problems = read_journey(path, salvage=True)
+    assert salvaged is not None and not salvaged.complete and len(problems) == 1
+    assert salvaged.unreadable == {("steps", 1)}
+    assert [step.id for step in salvaged.journey.steps] == ["welcome", "later"]
+    assert load_journeys(tmp_path, PURPOSES)[0] == []
+    partial, _ = load_journeys(tmp_path, PURPOSES, partial=True)
+    assert [j.id for j in partial] == ["j"] and not partial[0].complete
+
+
+def test_conditions_are_checked_against_the_declared_attributes(tmp_path: Path) -> None:
+    """`set` steps write attributes too: conditions may read them without a declaration."""
+    found = problems_of(tmp_path, HEAD + """\
+        exit_when: "attributes.nudged == true or attributes.compnay_size > '50'"
+        steps:
+          - {id: tag, type: set, attribute: nudged, value: true}
+        """)
+    assert found == []  # no declarations given: names and their types are not checked
+    write(tmp_path, "j.yaml", HEAD + """\
+        exit_when: "attributes.nudged == true or attributes.compnay_size > '50'"
+        steps:
+          - {id: tag, type: set, attribute: nudged, value: true}
+        """)
+    _, problems = load_journeys(tmp_path, PURPOSES, attributes={"company_size": "int"})
+    assert [(p.line, p.message) for p in problems] == [
+        (6, "condition: unknown attribute 'compnay_size' (did you mean 'company_size'? known: "
+            "company_size, nudged; declare it as [attributes.compnay_size] in config.toml, or "
+            "set it with a set step)")]

@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import func, select
 
 from nurture.config.settings import load_settings
-from nurture.engine.build import build_runtime
 from nurture.engine.tick import tick
 from nurture.intake.events import IncomingEvent
 from nurture.intake.ingest import ingest
@@ -22,7 +21,7 @@ from nurture.providers.memory import MemoryProvider
 from nurture.services import contacts
 from nurture.store import database as db
 from nurture.store.database import Database
-from tests.conftest import seed_contacts, write_project
+from tests.conftest import applied_runtime, apply_config, seed_contacts, write_project
 
 pytestmark = pytest.mark.postgres
 
@@ -44,6 +43,7 @@ MONDAY = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 
 def seed(config: Path, url: str, count: int, now: datetime = MONDAY) -> None:
     seed_contacts(config, count, now, env={"NURTURE_DATABASE_URL": url})
+    apply_config(config, env={"NURTURE_DATABASE_URL": url})
 
 
 def test_the_engine_runs_unchanged_on_postgresql(tmp_path, pg_url):
@@ -51,7 +51,7 @@ def test_the_engine_runs_unchanged_on_postgresql(tmp_path, pg_url):
     seed(config, pg_url, 3)
     settings = load_settings(config, env={"NURTURE_DATABASE_URL": pg_url})
     sink = MemoryProvider()
-    rt = build_runtime(settings, providers={"email": sink, "sms": sink})
+    rt = applied_runtime(settings, providers={"email": sink, "sms": sink})
     tick(rt, MONDAY)
     later = MONDAY + timedelta(hours=3)
     with rt.db.begin() as conn:

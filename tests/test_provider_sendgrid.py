@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from nurture.config.settings import Settings
-from nurture.engine.build import build_runtime
 from nurture.engine.runtime import Runtime
 from nurture.engine.tick import tick
 from nurture.errors import ConfigError, ProviderError
@@ -18,6 +17,7 @@ from nurture.providers.base import OutgoingMessage
 from nurture.providers.memory import MemoryProvider
 from nurture.providers.registry import build_providers
 from nurture.providers.sendgrid import SendGridProvider
+from tests.conftest import applied_runtime
 from tests.fakes import (
     Answer,
     FakeApi,
@@ -157,7 +157,7 @@ timeout_seconds = 2
 def engine(tmp_path: Path, api: FakeApi) -> Runtime:
     settings = project_settings(tmp_path / "project", CONFIG, {"welcome": WELCOME})
     provider = SendGridProvider("SG.test-key", settings, host=api.url)
-    return build_runtime(settings, providers={"email": provider, "sms": MemoryProvider()})
+    return applied_runtime(settings, providers={"email": provider, "sms": MemoryProvider()})
 
 
 def test_tick_sends_through_sendgrid_with_unsubscribe_headers(tmp_path: Path,
@@ -236,3 +236,12 @@ def test_registry_builds_sendgrid_from_the_environment() -> None:
                                           "providers": {"email": "sendgrid"}})
     with pytest.raises(ConfigError, match="placeholder"):
         build_providers(production, env={"SENDGRID_API_KEY": "change-me"})
+
+
+def test_idn_recipients_go_out_in_their_ascii_form(api: FakeApi) -> None:
+    from dataclasses import replace
+
+    SendGridProvider("SG.k", settings(), host=api.url).send(
+        replace(MESSAGE, to="jose@münchen.de"))
+    [request] = api.requests
+    assert request.json()["personalizations"] == [{"to": [{"email": "jose@xn--mnchen-3ya.de"}]}]

@@ -12,14 +12,15 @@ from typing import Any
 import pytest
 
 from nurture.config.settings import Settings
-from nurture.engine.build import build_runtime
 from nurture.engine.runtime import Runtime
 from nurture.engine.tick import tick
 from nurture.errors import ConfigError, ProviderError
 from nurture.providers.base import OutgoingMessage
 from nurture.providers.memory import MemoryProvider
+from nurture.providers.pacing import LocalPacer
 from nurture.providers.registry import build_providers
-from nurture.providers.twilio import Pacer, TwilioProvider
+from nurture.providers.twilio import TwilioProvider
+from tests.conftest import applied_runtime
 from tests.fakes import (
     Answer,
     FakeApi,
@@ -119,7 +120,7 @@ def test_pacing_counts_segments_per_sender(api: FakeApi) -> None:
 
 def test_pacer_allows_several_messages_per_second() -> None:
     clock = FakeClock()
-    pacer = Pacer(4.0, clock, clock.sleep)
+    pacer = LocalPacer(4.0, clock, clock.sleep)
     for _ in range(5):
         pacer.wait("+1555", 1)
     assert clock.sleeps == [0.25, 0.25, 0.25, 0.25]
@@ -198,7 +199,7 @@ def engine(tmp_path: Path, api: FakeApi) -> Runtime:
     chosen = project_settings(tmp_path / "project", CONFIG, {"reminder": REMINDER})
     sender = TwilioProvider(SID, TOKEN, chosen, LoopbackTwilioHttpClient(api.url),
                             sleep=lambda s: None)
-    return build_runtime(chosen, providers={"email": MemoryProvider(), "sms": sender})
+    return applied_runtime(chosen, providers={"email": MemoryProvider(), "sms": sender})
 
 
 def add_phone(rt: Runtime) -> int:

@@ -82,13 +82,16 @@ def test_stop_inside_a_sentence_is_a_person_talking(rt: Runtime, text: str) -> N
     assert row["next_run_at"] is None
 
 
-def test_start_lifts_a_stop_and_help_changes_nothing(rt: Runtime) -> None:
+def test_start_from_anywhere_but_the_signed_inbound_and_help_change_nothing(
+        rt: Runtime) -> None:
+    # a START counts only through Twilio's signed webhook (tests/test_consent_semantics.py)
     cid = started(rt)
     reply(rt, cid, "STOP", MONDAY + timedelta(hours=1))
     reply(rt, cid, "HELP", MONDAY + timedelta(hours=2))
     assert consent(rt, cid)[("sms", "*")] == "withdrawn"
     reply(rt, cid, "start", MONDAY + timedelta(hours=3))
-    assert consent(rt, cid)[("sms", "*")] == "granted"
+    assert consent(rt, cid)[("sms", "*")] == "withdrawn"
+    assert state(rt, cid)["events"][0]["properties"]["intent"] == "opt_in"
     assert journeys_of(state(rt, cid)) == {"cold-education": "active"}
 
 

@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
-from nurture.engine.build import build_runtime
 from nurture.engine.runtime import Runtime
 from nurture.engine.tick import tick
 from nurture.intake import ledger
@@ -31,6 +30,7 @@ from nurture.providers.sendgrid import SendGridProvider
 from nurture.providers.twilio import TwilioProvider
 from nurture.services import contacts
 from nurture.web.app import create_app
+from tests.conftest import applied_runtime
 from tests.fakes import (
     Answer,
     FakeApi,
@@ -90,7 +90,7 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApi]:
 
 def engine(tmp_path: Path, api: FakeApi, journeys: dict[str, str]) -> Runtime:
     settings = project_settings(tmp_path / "project", CONFIG, journeys)
-    return build_runtime(settings, providers={
+    return applied_runtime(settings, providers={
         "email": SendGridProvider("SG.test-key", settings, host=api.url),
         "sms": TwilioProvider(ACCOUNT, TOKEN, settings, LoopbackTwilioHttpClient(api.url))})
 
@@ -269,7 +269,7 @@ def test_confirmations_and_notifications_are_messages_with_states(tmp_path: Path
 notify_email = "sales@acme.test"
 """, {"welcome": EMAIL_SERIES})
     outbox = MemoryProvider()
-    rt = build_runtime(settings, providers={"email": outbox, "sms": MemoryProvider()})
+    rt = applied_runtime(settings, providers={"email": outbox, "sms": MemoryProvider()})
     form = SignupForm(email=EMAIL, phone=None, channels=["email"], purposes=["newsletter"],
                       wording="Yes, send me guides", wording_version="v1", source="form",
                       form_id="footer", locale="fr", timezone=None, country=None,

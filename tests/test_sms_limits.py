@@ -10,11 +10,10 @@ from typing import Any
 
 from nurture.compliance.windows import next_opening_everywhere, phone_zones
 from nurture.config.settings import LEGAL_PRESETS, load_settings
-from nurture.engine.build import build_runtime
 from nurture.engine.runtime import Runtime
 from nurture.engine.tick import tick
 from nurture.providers.memory import MemoryProvider
-from tests.conftest import write_project
+from tests.conftest import applied_runtime, write_project
 from tests.fakes import add_contact, messages
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)  # a Monday, 10:00 in Paris
@@ -39,7 +38,7 @@ def with_sender(tmp_path: Path, sender: str, countries: str = "") -> Runtime:
     text = config.read_text().replace('sms_from = "+33700000001"', f'sms_from = "{sender}"')
     config.write_text(text + (f"[sender.sms_from_countries]\n{countries}\n" if countries else ""))
     settings = load_settings(config, env={"NURTURE_SECRET_KEY": "test-secret-key"})
-    return build_runtime(settings, providers={"email": MemoryProvider(), "sms": MemoryProvider()})
+    return applied_runtime(settings, providers={"email": MemoryProvider(), "sms": MemoryProvider()})
 
 
 def with_first_name(rt: Runtime, cid: int, name: str) -> None:
@@ -49,9 +48,20 @@ def with_first_name(rt: Runtime, cid: int, name: str) -> None:
         store.update_contact(conn, cid, {"attributes": {"first_name": name}})
 
 
+#: one segment in GSM-7 for Camille, three in UCS-2 for Jérôme (ô is not GSM-7)
+LONG_FR = ("Bonjour{% if contact.first_name %} {{ contact.first_name }}{% endif %}, votre essai "
+           "Acme Planning vous attend : créez votre premier planning en 10 min sur "
+           "acme-planning.example/essai")
+
+
 def test_a_rendered_sms_over_the_segment_budget_is_skipped_too_long(
         make_runtime: Callable[..., Runtime]) -> None:
-    rt = texted(make_runtime, "[sms]\nmax_segments = 2\n")
+    rt = make_runtime("[sms]\nmax_segments = 2\n", {"texts": TEXTS.replace(
+        "hot/trial-reminder", "test/long")})
+    for locale in ("fr", "en"):
+        path = rt.settings.templates_path / "sms" / "test" / f"long.{locale}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(LONG_FR)
     plain = add_contact(rt, NOW, "camille@example.com", phone="+33612345678", locale="fr",
                         consents=SMS_CONSENT)
     accented = add_contact(rt, NOW, "jerome@example.com", phone="+33612345679", locale="fr",
@@ -121,3 +131,20 @@ def test_a_per_country_sender_replaces_the_default(tmp_path: Path) -> None:
 
     sms: Any = rt.providers["sms"]
     assert [(m.to, m.sender) for m in sms.sent] == [("+12125550123", "+12125550000")]
+
+
+def test_a_us_number_gets_the_english_stop_mention_whatever_its_language(tmp_path: Path) -> None:
+    rt = with_sender(tmp_path, "+33700000001", 'US = "+12125550000"')
+    add_contact(rt, NOW, "dana@example.com", phone="+12125550123", locale="fr",
+                consents=(("sms", "marketing"),))
+    marketing = TEXTS.replace("purpose: newsletter", "purpose: marketing")
+    (rt.settings.journeys_path / "texts.yaml").write_text(marketing)
+    from tests.conftest import apply_journeys
+
+    apply_journeys(rt)
+    tick(rt, datetime(2026, 12, 7, 15, 0, tzinfo=UTC))  # 10:00 in New York
+
+    sms: Any = rt.providers["sms"]
+    [text] = [m.text for m in sms.sent]
+    assert text.startswith("Bonjour") and rt.settings.sms.stop_mention["en"] in text
+    assert rt.settings.sms.stop_mention["fr"] not in text

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from nurture.content.rendering import TemplateCatalog
-from nurture.content.template_checks import check
+from nurture.content.template_checks import check, missing_translations
 from nurture.errors import Problem
 
 ATTRIBUTES = ("first_name", "company")
@@ -59,7 +59,7 @@ def test_a_clean_email_has_no_problems(root: Path) -> None:
     body = """{% set greeting = "Hi" %}{% macro button(url, label) %}<a href="{{ url }}">
 {{ label }}</a>{% endmacro %}{% set ns = namespace(n=0) %}
 {% for item in range(3) %}{{ loop.index }}{{ cycler("a", "b").next() }}{% endfor %}
-{{ greeting }} {{ contact.first_name or "" }} {{ contact["company"] }} {{ contact.score }}
+{{ greeting }} {{ contact.first_name or "" }} {{ contact["company"]|d("") }} {{ contact.score }}
 {{ button(links.preferences, "Preferences") }} {{ message.id }} {{ journey.name|upper }}"""
     c = catalog(root, email("ok", body, subject="{{ sender.company }}: {{ contact.email }}"))
     assert check_email(c, "ok") == []
@@ -116,7 +116,7 @@ def test_every_undefined_variable_is_reported_with_its_line(root: Path) -> None:
 
 def test_missing_layout_and_unknown_filter(root: Path) -> None:
     c = catalog(root, {
-        "email/a.subject": "{{ contact.first_name|shout }}",
+        "email/a.subject": "{{ contact.email|shout }}",
         "email/a.html": '<p>Hi</p>\n{% include "layouts/footer.html" %}',
     })
     assert [(p.path, p.line, p.message) for p in check_email(c, "a", marketing=False)] == [
@@ -189,10 +189,96 @@ def test_a_fallback_shared_by_two_locales_is_reported_once(root: Path) -> None:
 
 
 def test_attribute_names_extend_the_contact_fields(root: Path) -> None:
-    files = email("attr", "{{ contact.industry }}")
+    files = email("attr", "{{ contact.industry | default('your trade') }}")
     strict = catalog(root, files)
     assert messages(check_email(strict, "attr"))[0].startswith(
         "undefined variable 'contact.industry'")
     relaxed = TemplateCatalog(root, default_locale="en", locales=["en"],
                               attribute_names=["industry"])
     assert check_email(relaxed, "attr") == []
+
+
+# --- attributes printed with nothing for a contact who has none ------------------------------
+
+
+def warnings(problems: list[Problem]) -> list[tuple[int | None, str]]:
+    return [(p.line, p.message.split(" prints nothing")[0]) for p in problems
+            if p.severity == Problem.WARNING]
+
+
+def test_an_attribute_printed_bare_is_a_warning_at_its_line(root: Path) -> None:
+    """"Thanks for joining, !" went out: an empty first name printed as it is."""
+    body = """<p>Thanks for joining, {{ contact.first_name }}!</p>
+<p>{{ contact.company|upper }} {{ "Hi " ~ contact["first_name"] }}</p>"""
+    c = catalog(root, email("bare", body, subject="Hi {{ contact.first_name }}"))
+    problems = check_email(c, "bare")
+    assert warnings(problems) == [
+        (1, "{{ contact.first_name }}"),
+        (3, "{{ contact.first_name }}"), (4, "{{ contact.company }}"),
+        (4, "{{ contact.first_name }}"),
+    ]
+    assert all(p.is_error is False for p in problems)
+    assert problems[0].message == (
+        "{{ contact.first_name }} prints nothing for a contact without first_name: write "
+        "{{ contact.first_name | default('...') }} or put it inside "
+        "{% if contact.first_name %}...{% endif %}")
+    assert str(problems[0]).startswith(f"{at(root, 'email/bare.subject')}:1: warning: ")
+
+
+def test_a_fallback_or_a_test_of_the_attribute_is_enough(root: Path) -> None:
+    body = """{% if contact.first_name %}Hi {{ contact.first_name|title }}{% endif %}
+{{ contact.first_name or "there" }} {{ contact.company | default("your team") }}
+{{ contact.company|d("you") }} {{ contact.company if contact.company else "you" }}
+{% if not contact.company %}Hello{% else %}{{ contact.company }}{% endif %}
+{% if contact.score > 3 %}{% elif contact.first_name %}{{ contact.first_name }}{% endif %}
+{{ [contact.first_name, contact.company]|select|join(" ") }} {{ contact.email }}"""
+    c = catalog(root, email("fine", body))
+    assert warnings(check_email(c, "fine")) == []
+
+
+def test_the_wrong_branch_of_a_test_is_still_a_warning(root: Path) -> None:
+    body = """{% if contact.first_name %}Hi{% else %}Hi {{ contact.first_name }}{% endif %}
+{% if contact.company %}{{ contact.first_name }}{% endif %}"""
+    c = catalog(root, email("wrong", body))
+    assert warnings(check_email(c, "wrong")) == [(3, "{{ contact.first_name }}"),
+                                                 (4, "{{ contact.first_name }}")]
+
+
+# --- every declared locale -------------------------------------------------------------------
+
+
+def test_a_locale_falling_back_to_another_language_is_a_missing_translation(root: Path) -> None:
+    c = catalog(root, {**email("guide.en", "<p>Hi</p>"), **email("plain", "<p>Hi</p>"),
+                       "sms/ping.en.txt": "Ping", "sms/ping.fr.txt": "Ping"})
+    assert missing_translations(c, "email", "guide") == [
+        "email template 'guide' has no 'fr' version: contacts in 'fr' get the 'en' one (add "
+        "templates/email/guide.fr.subject and templates/email/guide.fr.html)"]
+    # an unlocalized template is written for every locale; a complete one misses nothing
+    assert missing_translations(c, "email", "plain") == []
+    assert missing_translations(c, "sms", "ping") == []
+
+
+# --- SMS with a name outside GSM-7 -----------------------------------------------------------
+
+WEBINAR = ("Hi{% if contact.first_name %} {{ contact.first_name }}{% endif %}, our planning "
+           "webinar is on Tuesday at 10:00: an hour on rotas, leave and part-time staff. "
+           "Seats: acme.example/w")
+
+
+def test_an_sms_within_budget_for_camille_may_not_be_for_jerome(root: Path) -> None:
+    c = catalog(root, {"sms/webinar.txt": WEBINAR})
+    assert check(c, "sms", "webinar", marketing=False, max_sms_segments=2) == []
+    problems = check(c, "sms", "webinar", marketing=False, max_sms_segments=1)
+    assert [(p.severity, p.message) for p in problems] == [(Problem.WARNING, (
+        "SMS is 2 segments (UCS-2) for a contact with a name outside GSM-7 (contact.first_name "
+        "= 'Jérôme'); the limit is 1, so such contacts get no SMS (too_long): shorten the "
+        "text"))]
+    # already over for Camille: that error says it, once
+    c = catalog(root, {"sms/webinar.txt": WEBINAR + " " + WEBINAR})
+    problems = check(c, "sms", "webinar", marketing=False, max_sms_segments=1)
+    assert [p.severity for p in problems] == [Problem.ERROR]
+
+
+def test_an_sms_without_personalisation_has_no_name_to_fear(root: Path) -> None:
+    c = catalog(root, {"sms/static.txt": "a" * 150})
+    assert check(c, "sms", "static", marketing=False, max_sms_segments=1) == []

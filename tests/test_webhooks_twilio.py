@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from ipaddress import ip_network
 from typing import Any
 
 import pytest
@@ -297,7 +299,12 @@ def test_a_field_changed_after_signing_is_refused(hook: Hook) -> None:
     assert response.status_code == 403 and replies(hook) == []
 
 
-def test_the_public_url_behind_a_proxy_is_honoured(hook: Hook) -> None:
+def test_the_public_url_behind_a_trusted_proxy_is_honoured(hook: Hook) -> None:
+    """Forwarded headers count from a proxy in `trusted_proxies` only (tests/test_web_limits.py
+    has the spoofing side)."""
+    settings = hook.rt.settings.model_copy(update={"trusted_proxies": [ip_network("10.0.0.0/8")]})
+    hook.client = TestClient(create_app(replace(hook.rt, settings=settings), lambda: NOW),
+                             client=("10.0.0.2", 50000))
     response = hook.post("/webhooks/twilio/sms", inbound("Bonjour"),
                          signed_url="https://sms.acme.example/webhooks/twilio/sms",
                          headers={"X-Forwarded-Proto": "https",

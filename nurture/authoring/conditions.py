@@ -56,6 +56,10 @@ Rules
 - One exception: an attribute holding a string of digits ('42', '-3', '2.5': what CSV
   imports give) compared with a number (==, !=, <, ..., in) is compared as a number.
 - Keywords (and or not in contains matches true false null) are lowercase.
+- Since mismatches compare false rather than fail, `nurture validate` (and loading a journey)
+  reports what could never hold as meant: an unknown stage or temperature (`'leads'`,
+  `'Warm'`), an attribute config.toml does not declare, text compared with a number
+  (`score >= '40'`). See `condition_checks.py`.
 - At most 2000 characters and 50 levels of nesting (parentheses and `not`).
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from nurture.authoring import condition_checks, salvage
 from nurture.authoring import journey as graph
 from nurture.authoring.conditions import Condition, parse
 from nurture.authoring.journey import STEP_KINDS, Journey
@@ -34,10 +35,18 @@ class LoadedJourney:
     version: str
     lines: dict[Loc, int] = field(repr=False, default_factory=dict)
     conditions: dict[str, Condition] = field(repr=False, default_factory=dict)
+    #: top-level keys and steps (`("steps", 2)`) the schema refused: the journey was read
+    #: around them so that the rest of the file is checked too. Such a journey never runs.
+    unreadable: frozenset[Loc] = frozenset()
 
     @property
     def id(self) -> str:
         return self.journey.id
+
+    @property
+    def complete(self) -> bool:
+        """Read as written (nothing stood in for a part the schema refused)."""
+        return not self.unreadable
 
     @cached_property
     def steps(self) -> dict[str, Any]:
@@ -285,12 +294,23 @@ def _owner(loc: Loc, data: dict[str, Any]) -> str:
     return f"step '{step_id}': " if isinstance(step_id, str) else f"step #{loc[1] + 1}: "
 
 
-def read_journey(path: Path) -> tuple[LoadedJourney | None, list[Problem]]:
-    """Parse one file. Problems here are syntax and shape; see `check_journey` for the rest."""
+def read_journey(path: Path, *, salvage: bool = False
+                 ) -> tuple[LoadedJourney | None, list[Problem]]:
+    """Parse one file. Problems here are syntax and shape; see `check_journey` for the rest.
+
+    A file the schema refuses gives None, unless `salvage`: then the journey is read
+    around the refused parts (`LoadedJourney.unreadable`), so the rest can be checked.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         return None, [Problem(str(path), 1, "the file is not UTF-8 text: save it as UTF-8")]
+    return parse_journey(path, text, salvage=salvage)
+
+
+def parse_journey(path: Path, text: str, *, salvage: bool = False
+                  ) -> tuple[LoadedJourney | None, list[Problem]]:
+    """`read_journey` of a file's text (an applied version, kept in the database)."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -302,20 +322,37 @@ def read_journey(path: Path) -> tuple[LoadedJourney | None, list[Problem]]:
     lines = _line_map(node)
     problems = [Problem(str(path), line, f"key '{key}' is written twice (the last one would "
                                          "silently win)") for line, key in _duplicate_keys(node)]
+    unreadable: frozenset[Loc] = frozenset()
     try:
         # by alias only: a branch says `if`/`else` in files, as in the published schema
         journey = Journey.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as e:
-        return None, problems + _model_problems(path, lines, data, e)
+        problems += _model_problems(path, lines, data, e)
+        salvaged = _salvaged(data, e, path.stem) if salvage else None
+        if salvaged is None:
+            return None, problems
+        journey, unreadable = salvaged
     version = hashlib.sha256(text.encode()).hexdigest()[:16]
     conditions, found = _compile_conditions(path, lines, journey)
     problems += found
-    loaded = LoadedJourney(journey, path, version, lines, conditions)
-    if path.stem != journey.id:
+    loaded = LoadedJourney(journey, path, version, lines, conditions, unreadable)
+    if path.stem != journey.id and ("id",) not in unreadable:
         problems.append(Problem(str(path), lines.get(("id",), 1),
                                 f"journey id '{journey.id}' differs from the file name "
                                 f"'{path.name}' (name the file {journey.id}.yaml)"))
     return loaded, problems
+
+
+def _salvaged(data: dict[str, Any], error: ValidationError, stem: str
+              ) -> tuple[Journey, frozenset[Loc]] | None:
+    """What `salvage.salvage` makes of the file, given where the schema refused it."""
+    refused: set[Loc] = set()
+    for item in error.errors():
+        loc, _ = walk_model(Journey, tuple(item["loc"]))
+        if not loc:
+            return None  # the document as a whole
+        refused.add(loc[:2] if loc[0] == "steps" and len(loc) > 1 else loc[:1])
+    return salvage.salvage(data, refused, stem)
 
 
 def condition_sources(journey: Journey) -> list[tuple[Loc, str]]:
@@ -356,8 +393,8 @@ def _unknown_event(event_type: str) -> str:
 
 
 def check_journey(loaded: LoadedJourney, known_journeys: set[str],
-                  purposes: set[str]) -> list[Problem]:
-    """Graph and cross-reference rules for one journey."""
+                  purposes: set[str] | None) -> list[Problem]:
+    """Graph and cross-reference rules for one journey (`purposes` None: not checked)."""
     journey, where = loaded.journey, str(loaded.path)
     problems: list[Problem] = []
 
@@ -381,14 +418,16 @@ def check_journey(loaded: LoadedJourney, known_journeys: set[str],
             report(("steps", index, "journey"), f"step '{step.id}' moves contacts to journey "
                    f"'{step.journey}', which does not exist ({hint}journeys: "
                    f"{', '.join(sorted(known_journeys))})")
-        if isinstance(step, graph.SendStep) and step.purpose and step.purpose not in purposes:
+        if (isinstance(step, graph.SendStep) and step.purpose and purposes is not None
+                and step.purpose not in purposes):
             report(("steps", index, "purpose"), _purpose_message(step.purpose, purposes))
         if isinstance(step, graph.WaitForStep) and not is_valid_event_type(step.event):
             report(("steps", index, "event"), _unknown_event(step.event))
     if len(seen) == len(journey.steps):  # with a duplicate id the graph is ambiguous
         for loc, message in _graph_problems(journey):
             report(loc, message)
-    if journey.purpose not in purposes:
+    if purposes is not None and journey.purpose not in purposes and (
+            ("purpose",) not in loaded.unreadable):
         report(("purpose",), _purpose_message(journey.purpose, purposes))
     if journey.entry.event and not is_valid_event_type(journey.entry.event):
         report(("entry", "event"), _unknown_event(journey.entry.event))
@@ -406,9 +445,9 @@ def check_journey(loaded: LoadedJourney, known_journeys: set[str],
 def _graph_problems(journey: Journey) -> list[tuple[Loc, str]]:
     """Steps that never run and loops a contact would spin in."""
     found: list[tuple[Loc, str]] = []
-    reachable = graph.reachable(journey)
+    reachable = _reachable(journey)
     for index, step in enumerate(journey.steps):
-        if step.id not in reachable:
+        if step.id not in reachable and not isinstance(step, salvage.UnreadableStep):
             found.append((("steps", index, "id"), f"step '{step.id}' can never run: no step "
                           "leads to it (the step before it ends the journey or jumps elsewhere)"))
     ids = [s.id for s in journey.steps]
@@ -419,24 +458,77 @@ def _graph_problems(journey: Journey) -> list[tuple[Loc, str]]:
     return found
 
 
+def _reachable(journey: Journey) -> set[str]:
+    """`graph.reachable`, where a step standing in for a refused one may lead to any step
+    its text names: the steps it meant to jump to are not reported as never running."""
+    steps = graph.step_map(journey)
+    seen: set[str] = set()
+    todo = [journey.steps[0].id]
+    while todo:
+        current = todo.pop()
+        if current in seen or current not in steps:
+            continue
+        seen.add(current)
+        step = steps[current]
+        todo += graph.successors(journey, step)
+        if isinstance(step, salvage.UnreadableStep):
+            todo += [name for name in step.names if name in steps]
+    return seen
+
+
+def check_conditions(loaded: LoadedJourney,
+                     attributes: Mapping[str, str] | None) -> list[Problem]:
+    """Conditions that parse but cannot hold as meant: an unknown stage or temperature, an
+    attribute nobody declared, text compared with a number (see `condition_checks`)."""
+    problems = []
+    for loc, source in condition_sources(loaded.journey):
+        condition = loaded.conditions.get(source)
+        if condition is None:  # it does not parse: already reported
+            continue
+        for message in condition_checks.check(condition, attributes):
+            problems.append(Problem(str(loaded.path), loaded.line_of(*loc),
+                                    f"condition: {message}"))
+    return problems
+
+
+def known_attributes(declared: Mapping[str, str],
+                     journeys: Iterable[LoadedJourney]) -> dict[str, str]:
+    """Attribute → type: those config.toml declares, and those a `set` step writes (typed
+    by the value it sets): conditions may read both."""
+    written = [(step.attribute, step.value) for loaded in journeys
+               for step in loaded.journey.steps
+               if isinstance(step, graph.SetStep) and step.attribute]
+    return condition_checks.attribute_types(declared, written)
+
+
 def _purpose_message(purpose: str, purposes: set[str]) -> str:
     declared, hint = ", ".join(sorted(purposes)), _did_you_mean(purpose, purposes)
     return (f"purpose '{purpose}' is not declared in config.toml ({hint}declared: {declared}; "
             f"add [purposes.{purpose}] to declare it)")
 
 
-def load_journeys(directory: Path, purposes: set[str]) -> tuple[list[LoadedJourney], list[Problem]]:
-    """Every `*.yaml`/`*.yml` in `directory`, with all problems found."""
+def load_journeys(directory: Path, purposes: set[str] | None, *,
+                  attributes: Mapping[str, str] | None = None,
+                  partial: bool = False) -> tuple[list[LoadedJourney], list[Problem]]:
+    """Every `*.yaml`/`*.yml` in `directory`, with all problems found.
+
+    `purposes` and `attributes` (name → `[attributes]` type) are what config.toml
+    declares; None leaves them unchecked. A file the schema refuses is still checked
+    around the refused parts; with `partial`, such journeys are returned too (marked
+    `complete=False`), for checks of their templates. They never run.
+    """
     paths = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
     loaded: list[LoadedJourney] = []
     problems: list[Problem] = []
     for path in paths:
-        item, found = read_journey(path)
+        item, found = read_journey(path, salvage=True)
         problems.extend(found)
         if item is not None:
             loaded.append(item)
     ids: dict[str, LoadedJourney] = {}
     for item in loaded:
+        if ("id",) in item.unreadable:
+            continue
         if item.id in ids:
             other = ids[item.id].path
             problems.append(Problem(str(item.path), item.line_of("id"),
@@ -444,6 +536,9 @@ def load_journeys(directory: Path, purposes: set[str]) -> tuple[list[LoadedJourn
         ids.setdefault(item.id, item)
     # a file with its own problems still exists: `move_to` it is not a second error
     known = set(ids) | {path.stem for path in paths}
+    if attributes is not None:
+        attributes = known_attributes(attributes, loaded)
     for item in loaded:
         problems.extend(check_journey(item, known, purposes))
-    return loaded, problems
+        problems.extend(check_conditions(item, attributes))
+    return [item for item in loaded if partial or item.complete], problems

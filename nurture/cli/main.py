@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from nurture.cli.common import (
     EXAMPLES,
@@ -29,8 +28,6 @@ from nurture.config.settings import find_config
 from nurture.engine.build import build_runtime, catalog_for
 from nurture.errors import NurtureError, SchemaOutdated, ValidationFailed
 from nurture.intake import ledger
-from nurture.intake.events import IncomingEvent
-from nurture.intake.ingest import ingest
 from nurture.services import contacts
 from nurture.store import schema as store_schema
 from nurture.store.database import Database
@@ -56,23 +53,38 @@ def init(directory: Annotated[Path, typer.Argument(help="Folder to create")]) ->
     shutil.copytree(EXAMPLES / "journeys", directory / "journeys")
     shutil.copytree(EXAMPLES / "templates", directory / "templates")
     shutil.copy(EXAMPLES / "config.toml", directory / "config.toml")
+    from nurture.cli.journeys import apply_new_project
+
+    applied = apply_new_project(directory / "config.toml")
     console.print(f"Created {directory}: config.toml, journeys/, templates/. "
                   f"Next: cd {directory} && nurture validate")
+    console.print(f"Applied {applied} journeys (the daemon runs applied versions: after an "
+                  "edit, `nurture plan` then `nurture apply`)")
 
 
 @app.command()
-def validate() -> None:
-    """Check config, every journey and every template; list ALL problems as path:line."""
+def validate(as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the problems as a JSON list (path, line, severity, message).")]
+        = False) -> None:
+    """Check config, every journey and every template; list ALL problems as path:line.
+
+    Exit 1 on any error; warnings are printed (prefixed `warning:`) but pass."""
     from nurture.services.validate import validate_project
 
     path = find_config(STATE.config)
     problems = validate_project(path)
-    for problem in problems:
-        typer.echo(str(problem))
-    if problems:
-        typer.echo(f"{len(problems)} problem(s)", err=True)
+    errors = sum(problem.is_error for problem in problems)
+    if not emit([problem.as_dict() for problem in problems], as_json):
+        for problem in problems:
+            typer.echo(str(problem))
+        warnings = f" and {len(problems) - errors} warning(s)" if len(problems) > errors else ""
+        if errors:
+            typer.echo(f"{errors} problem(s){warnings}", err=True)
+        else:
+            typer.echo("ok: config, journeys and templates are valid"
+                       + (f" ({len(problems)} warning(s))" if problems else ""))
+    if errors:
         raise typer.Exit(1)
-    typer.echo("ok: config, journeys and templates are valid")
 
 
 @app.command()
@@ -116,32 +128,14 @@ def preview(
 @app.command()
 def run(once: Annotated[bool, typer.Option("--once", help="One tick, then exit.")] = False) -> None:
     """The scheduler daemon: advance every contact, send only with consent."""
+    from nurture.cli.journeys import require_applied
     from nurture.daemon import Daemon, summary
 
-    daemon = Daemon(build_runtime(settings()))
+    daemon = Daemon(require_applied(build_runtime(settings())))
     if once:
         typer.echo(summary(daemon.run_once()))
         return
     daemon.run_forever()
-
-
-@app.command()
-def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Contacts by stage and temperature; enrollments and messages by state."""
-    from nurture.services.report import status_counts
-
-    runtime = build_runtime(settings())
-    with runtime.db.begin() as conn:
-        data = status_counts(conn)
-    if emit(data, as_json):
-        return
-    for section, counts in data.items():
-        table = Table(title=section)
-        table.add_column("value")
-        table.add_column("count", justify="right")
-        for key, count in counts.items():
-            table.add_row(str(key), str(count))
-        console.print(table)
 
 
 @contact_app.command("add")
@@ -187,7 +181,9 @@ def _consent(action: str, who: str, channel: str, purpose: str, source: str,
 
 
 Channel = Annotated[str, typer.Option(help="email or sms")]
-Purpose = Annotated[str, typer.Option(help="a purpose from config (or * for all)")]
+Purpose = Annotated[str, typer.Option(help="a purpose from config (granted one at a time)")]
+AnyPurpose = Annotated[str, typer.Option(help="a purpose from config, or * for the whole "
+                                              "channel")]
 Source = Annotated[str, typer.Option(help="where it came from: form id, cli, import…")]
 Evidence = Annotated[list[str] | None, typer.Option(help="key=value, repeatable")]
 
@@ -202,28 +198,10 @@ def consent_grant(who: str, channel: Channel, purpose: Purpose, source: Source =
 
 
 @consent_app.command("withdraw")
-def consent_withdraw(who: str, channel: Channel, purpose: Purpose, source: Source = "cli",
+def consent_withdraw(who: str, channel: Channel, purpose: AnyPurpose, source: Source = "cli",
                      evidence: Evidence = None) -> None:
     """Record a withdrawal: nothing more is sent for that channel and purpose."""
     _consent("withdrawn", who, channel, purpose, source, "consent", evidence)
-
-
-@app.command()
-def event(
-    who: str,
-    event_type: Annotated[str, typer.Argument(metavar="TYPE")],
-    prop: Annotated[list[str] | None, typer.Option(help="key=value, repeatable")] = None,
-    source_id: Annotated[str | None, typer.Option("--id", help="source event id")] = None,
-) -> None:
-    """Record an event for a contact (scores, resumes waits, may change stage)."""
-    runtime = build_runtime(settings())
-    at = now()
-    with runtime.db.begin() as conn:
-        contact = contacts.find_contact(conn, who)
-        event_id = ingest(conn, runtime, IncomingEvent(
-            type=event_type, source="cli", occurred_at=at, contact_id=contact.id,
-            source_event_id=source_id, properties=pairs(prop, "--prop")), at)
-    typer.echo(f"event {event_id}" if event_id else "already recorded (same --id): no change")
 
 
 @db_app.command("upgrade")
@@ -263,13 +241,18 @@ def serve(
 
     from nurture.web.app import create_app
 
+    # forwarded headers are the app's to judge (`trusted_proxies`), not uvicorn's
     uvicorn.run(create_app(build_runtime(settings())), host=host, port=port,
-                proxy_headers=True, log_level="info")
+                proxy_headers=False, log_level="info")
 
 
 # Commands of other areas register themselves on `app` when imported.
 from nurture.cli import gdpr as cli_gdpr  # noqa: E402,F401
+from nurture.cli import importing as cli_importing  # noqa: E402,F401
+from nurture.cli import journeys as cli_journeys  # noqa: E402,F401
+from nurture.cli import report as cli_report  # noqa: E402,F401
 from nurture.cli import scoring as cli_scoring  # noqa: E402,F401
+from nurture.cli import simulate as cli_simulate  # noqa: E402,F401
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import holidays
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
+from phonenumbers.tzdata import TIMEZONE_DATA
 
 from nurture.config.settings import ALWAYS_OPEN, WindowRule
 
@@ -107,7 +108,7 @@ def next_opening(rules: Sequence[WindowRule], tz_name: str, country: str | None,
 def _calling_code_zones(code: str) -> frozenset[str]:
     """Every zone a number of this country calling code may be in (phonenumbers' data)."""
     zones: set[str] = set()
-    for prefix, names in phone_timezones.TIMEZONE_DATA.items():
+    for prefix, names in TIMEZONE_DATA.items():
         if prefix.startswith(code):
             zones.update(names)
     zones.discard(phone_timezones.UNKNOWN_TIMEZONE)

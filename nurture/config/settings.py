@@ -6,9 +6,11 @@ below receives the `Settings` object as a parameter.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -94,8 +96,33 @@ class Purpose(_Strict):
     bases: list[Literal["consent", "legitimate_interest", "contract"]] = ["consent"]
 
 
+class Smtp(_Strict):
+    """An SMTP relay (Brevo, Mailjet, Amazon SES, OVH, your own Postfix). The password
+    comes from the SMTP_PASSWORD environment variable, never from this file."""
+
+    host: str = ""
+    #: default: 587 with STARTTLS, 465 with implicit TLS, 25 without TLS
+    port: int | None = Field(default=None, ge=1, le=65535)
+    #: "starttls" (upgrade a plain connection), "tls" (implicit TLS, SMTPS) or "none"
+    #: (a relay on this machine or a trusted network)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    #: the login (AUTH); empty: no authentication
+    username: str = ""
+    #: messages per second at most (0: as fast as the relay takes them)
+    mps: float = Field(default=0, ge=0)
+    #: the name given in EHLO (default: this machine's fully qualified name)
+    helo_name: str = ""
+    #: a PEM bundle of the CA that signed the relay's certificate (a private CA);
+    #: default: the system's trusted CAs
+    ca_file: str = ""
+
+    @property
+    def resolved_port(self) -> int:
+        return self.port or {"starttls": 587, "tls": 465, "none": 25}[self.security]
+
+
 class Providers(_Strict):
-    email: Literal["outbox", "sendgrid"] = "outbox"
+    email: Literal["outbox", "sendgrid", "smtp"] = "outbox"
     sms: Literal["outbox", "twilio"] = "outbox"
     outbox_dir: str = "outbox"
     #: seconds before a provider call is abandoned (and retried later)
@@ -109,6 +136,13 @@ class Providers(_Strict):
     #: messages per second per sender (US long code: 1)
     twilio_mps: float = 1.0
     twilio_validity_seconds: int = 14400
+    smtp: Smtp = Smtp()
+
+    @model_validator(mode="after")
+    def _smtp_host(self) -> Providers:
+        if self.email == "smtp" and not self.smtp.host.strip():
+            raise ValueError("providers.smtp.host is required when email = 'smtp'")
+        return self
 
 
 class Sender(_Strict):
@@ -123,20 +157,46 @@ class Sender(_Strict):
     #: the SMS sender per recipient country (ISO code), e.g. a long code for US and CA,
     #: where carriers refuse alphanumeric senders
     sms_from_countries: dict[str, str] = {}
+    #: where people get help (a phone number, an address, a web page), named in the
+    #: answer to an SMS HELP; default: the reply_to address, else email_from's
+    help_contact: str = ""
 
     def sms_sender_for(self, country: str | None) -> str:
         return self.sms_from_countries.get((country or "").upper(), self.sms_from)
 
+    def help_fields(self) -> dict[str, str]:
+        """What `{company}` and `{contact}` stand for in [sms] help_text."""
+        contact = (self.help_contact.strip() or parseaddr(self.reply_to)[1]
+                   or parseaddr(self.email_from)[1])
+        return {"company": self.company.strip(), "contact": contact}
 
 
 class Sms(_Strict):
     max_segments: int = 3
     #: mention appended to marketing SMS when absent, per locale
     stop_mention: dict[str, str] = {"fr": "STOP au 36111", "en": "Reply STOP to opt out"}
+    #: the answer to HELP (INFO, AIDE) per locale; `{company}` and `{contact}` are filled
+    #: in from [sender] (company, help_contact)
     help_text: dict[str, str] = {
-        "fr": "Nurture Demo : infos au 01 00 00 00 00. STOP pour ne plus recevoir de SMS.",
-        "en": "Nurture Demo: help at +33 1 00 00 00 00. Reply STOP to opt out.",
+        "fr": "{company} : pour toute question, contactez {contact}. STOP pour ne plus "
+              "recevoir de SMS.",
+        "en": "{company}: for help, contact {contact}. Msg&data rates may apply. Reply STOP "
+              "to opt out.",
     }
+
+
+#: the language a phone number's country reads, for the answers carriers require (HELP):
+#: North American numbers (+1) get English, whatever the contact's language
+COUNTRY_LOCALES: dict[str, str] = {
+    **dict.fromkeys(("US", "CA", "PR", "VI", "GU", "AS", "MP", "AG", "AI", "BB", "BM", "BS",
+                     "DM", "GD", "JM", "KN", "KY", "LC", "MS", "SX", "TC", "TT", "VC", "VG",
+                     "GB", "IE", "AU", "NZ"), "en"),
+    **dict.fromkeys(("FR", "MC", "LU", "RE", "GP", "MQ", "GF", "YT", "PM", "BL", "MF", "NC",
+                     "PF", "WF"), "fr"),
+}
+#: text of the samples that must never reach a real recipient (production refuses them)
+PLACEHOLDER_TEXT = ("Nurture Demo", "nurture.example", "rue de l'Exemple", "00 00 00 00",
+                    "+33700000000", "36111")
 
 
 class ScoreRule(_Strict):
@@ -231,6 +291,9 @@ class Settings(_Strict):
     mode: Literal["dev", "demo", "production"] = "dev"
     database_url: str = ""
     public_base_url: str = "http://127.0.0.1:8000"
+    #: proxies whose X-Forwarded-For/-Proto/-Host headers are believed: IP addresses or
+    #: networks (e.g. ["127.0.0.1", "10.0.0.0/8"]); none by default
+    trusted_proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     default_locale: str = "en"
     locales: list[str] = ["en", "fr"]
     default_timezone: str = "Europe/Paris"
@@ -284,6 +347,34 @@ class Settings(_Strict):
     @property
     def outbox_path(self) -> Path:
         return self.root_path / self.providers.outbox_dir
+
+    @model_validator(mode="after")
+    def _help_from_sender(self) -> Settings:
+        """HELP answers name this project's company and contact, never a sample's."""
+        fields = self.sender.help_fields()
+        texts = {locale: text.replace("{company}", fields["company"])
+                 .replace("{contact}", fields["contact"])
+                 for locale, text in self.sms.help_text.items()}
+        if texts == self.sms.help_text:
+            return self
+        return self.model_copy(update={"sms": self.sms.model_copy(update={"help_text": texts})})
+
+    def help_text_for(self, country: str | None, locale: str | None) -> str | None:
+        """The HELP answer for a number of `country` (ISO 3166): in that country's
+        language when there is a text for it, else the contact's, else the default."""
+        texts = self.sms.help_text
+        wanted = [COUNTRY_LOCALES.get((country or "").upper()), locale,
+                  (locale or "").replace("_", "-").split("-")[0], self.default_locale]
+        chosen = next((texts[w] for w in wanted if w and texts.get(w)), None)
+        return chosen or next(iter(texts.values()), None)
+
+    def stop_mention_for(self, country: str | None, locale: str | None) -> str | None:
+        """The STOP mention in the contact's language, except where the carriers read
+        English keywords (a +1 number gets the English one whatever its language)."""
+        texts = self.sms.stop_mention
+        english = COUNTRY_LOCALES.get((country or "").upper()) == "en"
+        wanted = ["en" if english else None, locale, self.default_locale]
+        return next((texts[w] for w in wanted if w and texts.get(w)), None)
 
     def window(self, channel: str, country: str | None) -> WindowRule:
         windows = self.send_windows.get(channel)  # type: ignore[call-overload]
@@ -348,3 +439,30 @@ def check_secrets(settings: Settings, path: Path) -> None:
         # RFC 8058: the one-click List-Unsubscribe URI must be HTTPS
         raise ConfigError(f"{path}: public_base_url must be https:// in production "
                           f"(one-click unsubscribe links), not {settings.public_base_url!r}")
+    problem = placeholder_problem(settings)
+    if problem:
+        raise ConfigError(f"{path}: {problem} (production mode sends it to real people)")
+
+
+def placeholder_problem(settings: Settings) -> str | None:
+    """What of the sample sender, company, address, HELP text or STOP number is still
+    there: every message names the advertiser and how to reach it (L34-5 CPCE, CAN-SPAM,
+    the carriers' HELP rules). SMS settings count when SMS really go out."""
+    sender, sms = settings.sender, settings.sms
+    values = [("[sender] email_from", sender.email_from), ("[sender] company", sender.company),
+              ("[sender] postal_address", sender.postal_address),
+              *((f"[sms] help_text.{locale}", text) for locale, text in sms.help_text.items())]
+    if settings.providers.sms != "outbox":
+        if not settings.providers.twilio_messaging_service_sid:
+            values.append(("[sender] sms_from", sender.sms_from))
+        values += [(f"[sender] sms_from_countries.{c}", v)
+                   for c, v in sender.sms_from_countries.items()]
+        values += [(f"[sms] stop_mention.{locale}", text)
+                   for locale, text in sms.stop_mention.items()]
+    for key, value in values:
+        if not value.strip():
+            return f"{key} is empty"
+        sample = next((marker for marker in PLACEHOLDER_TEXT if marker in value), None)
+        if sample:
+            return f"{key} is still the sample ({value!r}): set your own"
+    return None

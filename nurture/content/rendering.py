@@ -1,8 +1,9 @@
 """Sandboxed Jinja2 rendering of marketer-written email and SMS templates.
 
-Templates are written by marketers, not trusted code: they run in an immutable sandbox,
-see only the names in `CONTEXT_NAMES`, and fail loudly (StrictUndefined) instead of
-sending "Hello ," to 100k contacts.
+Templates are written by marketers, not trusted code: they run in an immutable sandbox
+with a budget of work and size per render (nurture/content/sandbox.py), see only the
+names in `CONTEXT_NAMES`, and fail loudly (StrictUndefined) instead of sending "Hello ,"
+to 100k contacts.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ import css_inline
 import jinja2
 from inscriptis import get_text
 from inscriptis.model.config import ParserConfig
-from jinja2.exceptions import SecurityError
 from jinja2.runtime import new_context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from nurture.content.sandbox import BoundedSandbox, budgeted
 from nurture.errors import TemplateError
 
 CONTACT_CORE_FIELDS: tuple[str, ...] = (
@@ -53,7 +53,9 @@ _NAME = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
 _LOCALE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
 _CHANNEL_PARTS = {"email": ("subject", "html"), "sms": ("txt",)}
 _OPTIONAL_PARTS = {"email": ("txt",), "sms": ()}
-_TEXT_CONFIG = ParserConfig(display_links=True)
+#: the text part: links shown, table cells kept apart by a visible separator (runs of
+#: spaces alone get collapsed on the way, and two cells then read as one word)
+_TEXT_CONFIG = ParserConfig(display_links=True, table_cell_separator=" | ")
 
 
 @dataclass(frozen=True)
@@ -125,28 +127,6 @@ def _count(total: int, units: list[int] | None, single: int, part: int) -> int:
             segments, used = segments + 1, 0
         used += size
     return segments
-
-
-#: the largest string or list a template may build with `*`, and the largest power
-MAX_PRODUCT = 100_000
-MAX_EXPONENT = 64
-
-
-class BoundedSandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, plus limits on `*` and `**`: a template cannot exhaust memory or CPU
-    with `{{ 'a' * 10**9 }}`."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
-            raise SecurityError(f"exponent {right} is larger than {MAX_EXPONENT}")
-        if operator == "*":
-            for seq, count in ((left, right), (right, left)):
-                if (isinstance(seq, str | list | tuple) and isinstance(count, int)
-                        and len(seq) * count > MAX_PRODUCT):
-                    raise SecurityError(f"a product of more than {MAX_PRODUCT} items")
-        return super().call_binop(context, operator, left, right)
 
 
 @dataclass(frozen=True)
@@ -258,9 +238,10 @@ class TemplateCatalog:
         if flat is None:
             flat = self._globals[relative] = dict(template.globals)
         try:
-            ctx = new_context(self.environment, template.name, template.blocks,
-                              {**flat, **context}, True, flat)
-            return self.environment.concat(template.root_render_func(ctx))
+            with budgeted():  # bounded work and size (nurture/content/sandbox.py)
+                ctx = new_context(self.environment, template.name, template.blocks,
+                                  {**flat, **context}, True, flat)
+                return self.environment.concat(template.root_render_func(ctx))
         except Exception:
             self.environment.handle_exception()  # re-raises with template file:line frames
 

@@ -1,18 +1,25 @@
 """Validation of templates for `nurture validate`: every problem, with its file and line.
 
 A static walk of the Jinja AST (the template and the layouts it extends, includes or
-imports) finds undefined variables before any contact sees them; a render with the
-sample contact then checks what only the output can tell (unsubscribe link, SMS length).
+imports) finds undefined variables before any contact sees them, and attributes printed
+with no fallback ("Thanks for joining, !"); a render with the sample contact then checks
+what only the output can tell (unsubscribe link, SMS length, also with a name outside
+GSM-7), and each template is looked for in every declared locale.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import jinja2
 from jinja2 import nodes
 
-from nurture.content.rendering import TemplateCatalog, mentions_stop, non_gsm_characters
+from nurture.content.rendering import (
+    ResolvedTemplate,
+    TemplateCatalog,
+    mentions_stop,
+    non_gsm_characters,
+)
 from nurture.errors import Problem, TemplateError
 
 #: names Jinja binds by itself inside loops, macros, call blocks and blocks
@@ -20,6 +27,10 @@ _IMPLICIT_NAMES = frozenset({"loop", "caller", "varargs", "kwargs", "self", "sup
 #: statements that pull another template in
 _PULLS_IN = nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport
 _UNSUBSCRIBE = "marketing email has no unsubscribe link ({{ links.unsubscribe }})"
+#: filters that give an empty value something to show
+_FALLBACK_FILTERS = frozenset({"default", "d"})
+#: the name the issue was found with: 'ô' is outside GSM-7, so the SMS switches to UCS-2
+NON_GSM_FIRST_NAME = "Jérôme"
 
 
 def check(
@@ -52,8 +63,13 @@ def check(
                 catalog, channel, name, locale, resolved.files, marketing=marketing,
                 max_sms_segments=max_sms_segments, stop_mention=stop_mention,
             )
+            if channel == "sms":
+                mention = _mention(catalog, resolved.locale, stop_mention, marketing)
+                problems += _check_non_gsm(catalog, walker, name, locale, resolved.files["txt"],
+                                           mention=mention, max_sms_segments=max_sms_segments)
         except TemplateError as e:
-            if not static:  # otherwise it is the render-time echo of a problem already listed
+            # otherwise it is the render-time echo of a problem already listed
+            if not any(p.is_error for p in static):
                 cause = e.__cause__ or e
                 primary = resolved.files.get("html") or resolved.files["txt"]
                 path, line = catalog.locate(cause, primary)
@@ -84,9 +100,7 @@ def _check_output(
         if marketing and "txt" in files and unsubscribe not in email.text:
             problems.append(Problem(catalog.path(files["txt"]), None, _UNSUBSCRIBE))
         return problems
-    mentions = stop_mention or {}
-    used = catalog.resolve(channel, name, locale)
-    mention = mentions.get(used, mentions.get(catalog.default_locale)) if marketing else None
+    mention = _mention(catalog, catalog.resolve(channel, name, locale), stop_mention, marketing)
     sms = catalog.render_sms(name, locale, context, stop_mention=mention)
     path = catalog.path(files["txt"])
     problems = []
@@ -102,6 +116,88 @@ def _check_output(
     return problems
 
 
+def missing_translations(catalog: TemplateCatalog, channel: str, name: str) -> list[str]:
+    """One sentence per declared locale that falls back to another language's file.
+
+    Unlocalized files (`email/x.html`) are written for every locale: nothing is missing.
+    A template missing altogether is `check`'s business, not this one's.
+    """
+    found: list[str] = []
+    for locale in catalog.locales:
+        try:
+            resolved = catalog.resolve_files(channel, name, locale)
+        except TemplateError:
+            continue
+        if not _localized(resolved) or _language(resolved.locale) == _language(locale):
+            continue
+        wanted = " and ".join(f"{catalog.root.name}/{_relocalized(rel, resolved.locale, locale)}"
+                              for rel in resolved.files.values())
+        found.append(f"{channel} template '{name}' has no '{locale}' version: contacts in "
+                     f"'{locale}' get the '{resolved.locale}' one (add {wanted})")
+    return found
+
+
+def _localized(resolved: ResolvedTemplate) -> bool:
+    return any(rel.endswith(f".{resolved.locale}.{part}") for part, rel in resolved.files.items())
+
+
+def _relocalized(relative: str, used: str, wanted: str) -> str:
+    head, _, part = relative.rpartition(".")
+    return f"{head.removesuffix('.' + used)}.{wanted}.{part}"
+
+
+def _language(locale: str) -> str:
+    return locale.replace("_", "-").split("-")[0].lower()
+
+
+def _mention(catalog: TemplateCatalog, used: str, stop_mention: Mapping[str, str] | None,
+             marketing: bool) -> str | None:
+    """The STOP mention a marketing SMS in locale `used` gets appended (none: not marketing)."""
+    mentions = stop_mention or {}
+    return mentions.get(used, mentions.get(catalog.default_locale)) if marketing else None
+
+
+def _check_non_gsm(
+    catalog: TemplateCatalog,
+    walker: TemplateWalker,
+    name: str,
+    locale: str,
+    txt: str,
+    *,
+    mention: str | None,
+    max_sms_segments: int,
+) -> list[Problem]:
+    """An SMS within its budget for the sample contact may not be for a Jérôme: one
+    character outside GSM-7 in a personalised field switches the whole text to UCS-2
+    (70 characters a segment instead of 160)."""
+    context = catalog.sample_context(locale)
+    sample = context["contact"]
+    overrides = {attribute: _non_gsm(attribute, sample[attribute])
+                 for attribute in sorted(walker.attributes_used(txt))
+                 if isinstance(sample.get(attribute), str)}
+    if not overrides:
+        return []
+    plain = catalog.render_sms(name, locale, context, stop_mention=mention)
+    if plain.segments > max_sms_segments or plain.encoding != "GSM-7":
+        return []  # over the limit already, or UCS-2 by its own text: reported as it is
+    sms = catalog.render_sms(name, locale, catalog.sample_context(locale, overrides),
+                             stop_mention=mention)
+    if sms.segments <= max_sms_segments:
+        return []
+    names = ", ".join(f"contact.{k} = {v!r}" for k, v in overrides.items())
+    return [Problem(catalog.path(txt), None, (
+        f"SMS is {sms.segments} segments ({sms.encoding}) for a contact with a name outside "
+        f"GSM-7 ({names}); the limit is {max_sms_segments}, so such contacts get no SMS "
+        "(too_long): shorten the text"), Problem.WARNING)]
+
+
+def _non_gsm(attribute: str, sample: str) -> str:
+    """The sample value with a character outside GSM-7 ('ô'), as real names have."""
+    if attribute == "first_name":
+        return NON_GSM_FIRST_NAME
+    return sample.replace("o", "ô", 1) if "o" in sample else f"{sample}ô"
+
+
 class TemplateWalker:
     """Static analysis of template files, each parsed once per walker."""
 
@@ -110,6 +206,8 @@ class TemplateWalker:
         self.environment = catalog.environment
         self._own: dict[str, list[Problem]] = {}
         self._references: dict[str, list[str]] = {}
+        #: file → the `contact.x` it reads
+        self._used: dict[str, set[str]] = {}
         self._allowed = (
             set(catalog.known_attributes) | _IMPLICIT_NAMES | set(self.environment.globals)
         )
@@ -142,7 +240,11 @@ class TemplateWalker:
             return [Problem(path, e.lineno, f"syntax error: {e.message}")]
         problems = self._undefined(tree, path) + self._unknown_filters(tree, path)
         problems += self._follow(tree, relative, path)
-        if not problems:
+        errors = bool(problems)
+        bound = _locally_bound(tree)
+        self._used[relative] = set() if "contact" in bound else _reads(tree)
+        problems += self._unguarded(tree, path, bound)
+        if not errors:
             try:  # compile-time checks Jinja does beyond parsing
                 env.get_template(relative)
             except jinja2.TemplateSyntaxError as e:
@@ -188,6 +290,39 @@ class TemplateWalker:
             path, node.lineno, f"undefined variable '{target.name}.{attr}' (known: {names})"
         )
 
+    def attributes_used(self, relative: str) -> set[str]:
+        """Declared attributes a file and the templates it pulls in read on `contact`."""
+        self.problems(relative)  # parses and follows them
+        used: set[str] = set()
+        todo, seen = [relative], set()
+        while todo:
+            current = todo.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            used |= self._used.get(current, set())
+            todo += self._references.get(current, [])
+        return used & set(self.catalog.attribute_names)
+
+    def _unguarded(self, tree: nodes.Template, path: str, bound: set[str]) -> list[Problem]:
+        """`{{ contact.first_name }}` with nothing for a contact who has none.
+
+        Printing it inside `{% if contact.first_name %}`, after `or`, or through
+        `| default(...)` is fine; printed bare, an empty attribute makes "Thanks for
+        joining, !" (and a missing number prints None).
+        """
+        if "contact" in bound:  # a loop or `set` rebinds it: not the contact any more
+            return []
+        attributes = set(self.catalog.attribute_names)
+        return [
+            Problem(path, line, (
+                f"{{{{ contact.{attribute} }}}} prints nothing for a contact without "
+                f"{attribute}: write {{{{ contact.{attribute} | default('...') }}}} or put it "
+                f"inside {{% if contact.{attribute} %}}...{{% endif %}}"), Problem.WARNING)
+            for line, attribute in _bare_outputs(tree, frozenset())
+            if attribute in attributes
+        ]
+
     def _unknown_filters(self, tree: nodes.Template, path: str) -> list[Problem]:
         problems = []
         for node in tree.find_all((nodes.Filter, nodes.Test)):
@@ -225,3 +360,65 @@ def _locally_bound(tree: nodes.Template) -> set[str]:
     for node in tree.find_all(nodes.FromImport):
         bound |= {n if isinstance(n, str) else n[1] for n in node.names}
     return bound
+
+
+# ---- attributes printed bare -------------------------------------------------------------
+
+
+def _contact_attribute(node: nodes.Node) -> str | None:
+    """`contact.x` or `contact["x"]` → "x"."""
+    target = getattr(node, "node", None)
+    if not (isinstance(target, nodes.Name) and target.name == "contact" and target.ctx == "load"):
+        return None
+    if isinstance(node, nodes.Getattr):
+        return str(node.attr)
+    if (isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const)
+            and isinstance(node.arg.value, str)):
+        return node.arg.value
+    return None
+
+
+def _reads(node: nodes.Node) -> set[str]:
+    """Every `contact.x` read anywhere in `node`."""
+    found = {_contact_attribute(n) for n in node.find_all((nodes.Getattr, nodes.Getitem))}
+    own = _contact_attribute(node)
+    return {a for a in (*found, own) if a is not None}
+
+
+def _shown(expr: nodes.Node) -> set[str]:
+    """Attributes whose own value `expr` prints (none when a fallback stands in for it)."""
+    own = _contact_attribute(expr)
+    if own is not None:
+        return {own}
+    if isinstance(expr, nodes.Filter):
+        return set() if expr.name in _FALLBACK_FILTERS or expr.node is None else _shown(expr.node)
+    if isinstance(expr, nodes.Or):  # `a or 'there'`: only the fallback can be printed bare
+        return _shown(expr.right)
+    if isinstance(expr, nodes.Concat):
+        return {a for item in expr.nodes for a in _shown(item)}
+    if isinstance(expr, nodes.CondExpr):
+        otherwise = _shown(expr.expr2) if expr.expr2 is not None else set()
+        return (_shown(expr.expr1) - _reads(expr.test)) | otherwise
+    return set()
+
+
+def _bare_outputs(node: nodes.Node, guarded: frozenset[str]) -> Iterator[tuple[int, str]]:
+    """(line, attribute) of each attribute printed outside a test of that attribute."""
+    if isinstance(node, nodes.If):
+        tested = frozenset(_reads(node.test))
+        negated = tested if isinstance(node.test, nodes.Not) else frozenset()
+        for child in node.body:
+            yield from _bare_outputs(child, guarded | (tested - negated))
+        for branch in node.elif_:
+            yield from _bare_outputs(branch, guarded | negated)
+        for child in node.else_:
+            yield from _bare_outputs(child, guarded | negated)
+        return
+    if isinstance(node, nodes.Output):
+        for item in node.nodes:
+            for attribute in sorted(_shown(item) - guarded):
+                yield item.lineno, attribute
+        return
+    for child in node.iter_child_nodes():
+        yield from _bare_outputs(child, guarded)
+

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from nurture.authoring.loader import load_journeys
 from nurture.compliance.tokens import Links
 from nurture.config.settings import Settings
 from nurture.content.rendering import TemplateCatalog
+from nurture.engine import versions
 from nurture.engine.runtime import Runtime
-from nurture.errors import ValidationFailed
 from nurture.intake import maturity, reply_effects
 from nurture.providers.base import Provider
 from nurture.providers.registry import build_providers
@@ -26,19 +25,19 @@ def catalog_for(settings: Settings) -> TemplateCatalog:
 
 def build_runtime(settings: Settings, *, database: Database | None = None,
                   providers: Mapping[str, Provider] | None = None) -> Runtime:
-    """Load journeys (refusing invalid ones), templates, providers and the database."""
-    journeys, problems = load_journeys(settings.journeys_path, set(settings.purposes))
-    if problems:
-        raise ValidationFailed(problems)
+    """The database, the journeys applied in it (`nurture apply`: the files are not read
+    here, so an edit that was not applied never runs), templates and providers."""
     checks.check(settings)  # the domain's checks of config.toml
     database = database or Database(settings.database_url)
     schema.require_current(database)
     runtime = Runtime(
-        settings=settings, db=database, journeys={j.id: j for j in journeys},
-        catalog=catalog_for(settings),
-        providers=providers if providers is not None else build_providers(settings),
+        settings=settings, db=database, journeys={}, catalog=catalog_for(settings),
+        providers=providers if providers is not None else build_providers(
+            settings, database=database),
         links=Links(settings.secret_key, settings.public_base_url),
     )
+    with database.reader() as conn:
+        versions.load(runtime, conn)
     install_hooks(runtime)
     return runtime
 

@@ -69,12 +69,19 @@ class Runtime:
 
     settings: Settings
     db: Database
+    #: the current applied version of each journey (`engine.versions`): new entries take it
     journeys: dict[str, LoadedJourney]
     catalog: TemplateCatalog
     providers: Mapping[str, Provider]
     links: Links
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     event_hooks: list[EventHook] = field(default_factory=list)
+    #: (journey, version) → the applied versions loaded so far: enrollments run theirs
+    versions: dict[tuple[str, str], LoadedJourney] = field(default_factory=dict)
+    #: journeys an operator paused: none of their steps run, entries wait at the door
+    paused: frozenset[str] = frozenset()
+    #: the applied journeys' generation `journeys` was loaded at (-1: not loaded)
+    generation: int = -1
 
     @property
     def lease(self) -> timedelta:

@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import os
 import random
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -30,13 +31,14 @@ from sqlalchemy import Connection
 from nurture.authoring.journey import Journey
 from nurture.compliance import gates
 from nurture.compliance.hygiene import address_hash
-from nurture.compliance.tokens import Links
+from nurture.compliance.tokens import Links, MessageLinks
 from nurture.config.settings import Settings
 from nurture.content.context import template_context
+from nurture.content.headers import ascii_address, feedback_id, list_id, sender_domain
 from nurture.content.rendering import TemplateCatalog
 from nurture.engine.runtime import Runtime
-from nurture.errors import ProviderError
-from nurture.providers.base import OutgoingMessage
+from nurture.errors import ProviderError, TemplateError
+from nurture.providers.base import Flushes, KnowsFate, OutgoingMessage
 from nurture.store import queries as store
 from nurture.store import work
 from nurture.views import ContactView
@@ -50,8 +52,10 @@ log = logging.getLogger("nurture.send")
 
 def new_public_id(now: datetime) -> str:
     """Our message id: time-ordered (the index grows at its end, as rows are added) and
-    80 random bits, so ids cannot be guessed; links carry it signed besides."""
-    return f"{int(now.timestamp() * 1000):011x}{os.urandom(10).hex()}"
+    80 random bits, so ids cannot be guessed; links carry it signed besides. The dash
+    keeps any run of letters and digits short: 31 hex digits in a row read as a Bitcoin
+    address to spam filters about once in seven emails."""
+    return f"{int(now.timestamp() * 1000):011x}-{os.urandom(10).hex()}"
 
 
 def message_row(*, public_id: str, contact_id: int, channel: str, purpose: str,
@@ -89,7 +93,7 @@ def compose_sms(settings: Settings, catalog: TemplateCatalog, links: Links, *,
                 purpose: str, public_id: str, now: datetime,
                 kind: str = MessageKind.JOURNEY) -> Composed:
     marketing = _marketing(settings, purpose)
-    mention = settings.sms.stop_mention.get(contact.locale) if marketing else None
+    mention = settings.stop_mention_for(contact.country, contact.locale) if marketing else None
     sms = catalog.render_sms(template, contact.locale, context, stop_mention=mention)
     message = OutgoingMessage(
         public_id, "sms", contact.phone or "", settings.sender.sms_sender_for(contact.country),
@@ -103,11 +107,16 @@ def compose_email(settings: Settings, catalog: TemplateCatalog, *, template: str
                   public_id: str, now: datetime, to: str | None = None,
                   locale: str | None = None, categories: tuple[str, ...] = (),
                   kind: str = MessageKind.JOURNEY) -> Composed:
-    """An email; marketing purposes carry List-Unsubscribe (RFC 2369 / RFC 8058)."""
+    """An email; marketing purposes carry List-Unsubscribe (RFC 2369 / RFC 8058) and
+    their List-Id (RFC 2919), every email a Feedback-ID (Gmail's complaint reports)."""
     email = catalog.render_email(template, locale or contact.locale, context)
     links = context.get("links") or {}
-    headers = (unsubscribe_headers(settings, links["unsubscribe"], public_id)
+    headers = (unsubscribe_headers(settings, links["unsubscribe"], public_id, purpose=purpose,
+                                   locale=email.locale)
                if _marketing(settings, purpose) else {})
+    journey = (context.get("journey") or {}).get("id") or kind
+    headers["Feedback-ID"] = feedback_id(campaign=template, journey=journey, purpose=purpose,
+                                         sender=sender_domain(settings))
     message = OutgoingMessage(
         public_id, "email", to if to is not None else contact.email or "",
         settings.sender.email_from, subject=email.subject, text=email.text, html=email.html,
@@ -133,14 +142,19 @@ def _marketing(settings: Settings, purpose: str) -> bool:
     return spec.marketing if spec else True
 
 
-def unsubscribe_headers(settings: Settings, url: str, public_id: str) -> dict[str, str]:
-    """RFC 2369 List-Unsubscribe with an HTTPS one-click URI (RFC 8058), and mailto if set."""
+def unsubscribe_headers(settings: Settings, url: str, public_id: str, *, purpose: str = "",
+                        locale: str = "") -> dict[str, str]:
+    """RFC 2369 List-Unsubscribe with an HTTPS one-click URI (RFC 8058), and mailto if set;
+    the purpose's List-Id (RFC 2919) when it is known."""
     targets = [f"<{url}>"]
     if settings.sender.unsubscribe_mailto:
-        targets.append(f"<mailto:{settings.sender.unsubscribe_mailto}?subject=unsubscribe-"
-                       f"{public_id}>")
-    return {"List-Unsubscribe": ", ".join(targets),
-            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+        mailbox = ascii_address(settings.sender.unsubscribe_mailto)
+        targets.append(f"<mailto:{mailbox}?subject=unsubscribe-{public_id}>")
+    headers = {"List-Unsubscribe": ", ".join(targets),
+               "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    if purpose:
+        headers["List-Id"] = list_id(settings, purpose, locale)
+    return headers
 
 
 def reply_address(settings: Settings, public_id: str) -> str:
@@ -308,7 +322,9 @@ def deliver(rt: Runtime, messages: Sequence[OutgoingMessage], now: datetime,
     done = Delivery()
     if not messages:
         return done
-    results = []
+    results: list[dict[str, Any]] = []
+    written = 0
+    flushed_at = time.monotonic()
     with Guard(rt, messages) as guard:
         for index, message in enumerate(messages):
             tries = attempts[index] if attempts else 1
@@ -316,13 +332,15 @@ def deliver(rt: Runtime, messages: Sequence[OutgoingMessage], now: datetime,
             if refused is not None:
                 results.append(_result(message, tries - 1, now, state=MessageState.SKIPPED,
                                        skip_reason=refused.reason, error=refused.detail))
-                continue
-            results.append(attempt(rt, message, tries, now))
-    with rt.db.begin() as conn:
-        work.write_message_results(conn, results)
-        for result, message in zip(results, messages, strict=True):
-            if result["_consequence"]:
-                apply_consequence(conn, message, result["_consequence"], result["error"], now)
+            else:
+                results.append(attempt(rt, message, tries, now))
+            # outcomes are recorded as they come, a chunk at a time: a crash leaves at
+            # most a chunk's worth of messages whose outcome is unknown
+            if (len(results) - written >= RESULT_CHUNK
+                    or time.monotonic() - flushed_at >= RESULT_CHUNK_SECONDS):
+                _record(rt, results[written:], messages[written:len(results)], now)
+                written, flushed_at = len(results), time.monotonic()
+    _record(rt, results[written:], messages[written:], now)
     for result in results:
         state = result["state"]
         done.sent += state == MessageState.SENT
@@ -334,6 +352,26 @@ def deliver(rt: Runtime, messages: Sequence[OutgoingMessage], now: datetime,
     return done
 
 
+#: outcomes written together, at most (messages, seconds)
+RESULT_CHUNK = 100
+RESULT_CHUNK_SECONDS = 1.0
+
+
+def _record(rt: Runtime, results: Sequence[dict[str, Any]],
+            messages: Sequence[OutgoingMessage], now: datetime) -> None:
+    if not results:
+        return
+    for provider in {id(p): p for p in rt.providers.values()}.values():
+        candidate: object = provider
+        if isinstance(candidate, Flushes):
+            candidate.flush()  # durable before it is recorded as sent
+    with rt.db.begin() as conn:
+        work.write_message_results(conn, results)
+        for result, message in zip(results, messages, strict=True):
+            if result["_consequence"]:
+                apply_consequence(conn, message, result["_consequence"], result["error"], now)
+
+
 def apply_consequence(conn: Connection, message: OutgoingMessage, consequence: str,
                       detail: str, now: datetime) -> None:
     """A permanent failure that says something about the address: suppress or withdraw."""
@@ -342,10 +380,79 @@ def apply_consequence(conn: Connection, message: OutgoingMessage, consequence: s
         return
     row = store.message_by_public_id(conn, message.public_id)
     if consequence == "withdraw" and row is not None:
+        # an opted-out number (Twilio 21610) is opted out for every contact holding it
+        holders = (store.withdraw_number(conn, phone=message.to, source="provider",
+                                         evidence={"provider_error": detail}, now=now)
+                   if message.channel == "sms" else [])
+        if row["contact_id"] in holders:
+            return
         store.append_consent(
             conn, contact_id=row["contact_id"], channel=message.channel, purpose=ALL_PURPOSES,
             action=ConsentAction.WITHDRAWN, legal_basis="consent", source="provider",
             address=message.to, evidence={"provider_error": detail}, now=now)
+
+
+# ---- after a crash ----------------------------------------------------------------------
+
+
+def expire_and_reconcile(rt: Runtime, now: datetime) -> int:
+    """Messages left `sending` past their lease are `unknown`; where the provider can
+    tell (the outbox), their fate is settled at once: handed over → `sent`; never
+    handed over → recomposed and retried through the gates. Returns how many remain
+    unknown (a webhook naming our id may still settle them)."""
+    with rt.db.begin() as conn:
+        expired = store.expire_sending(conn, now)
+        if not expired:
+            return 0
+        contacts = store.load_contacts(conn, sorted({r["contact_id"] for r in expired}))
+        unknown = 0
+        for row in expired:
+            values = _fate(rt, row, contacts.get(row["contact_id"]), now)
+            if values is None:
+                unknown += 1
+            else:
+                store.update_message(conn, row["id"], values)
+    return unknown
+
+
+def _fate(rt: Runtime, row: Mapping[str, Any], contact: ContactView | None,
+          now: datetime) -> dict[str, Any] | None:
+    provider: object = rt.providers.get(row["channel"])
+    if not isinstance(provider, KnowsFate):
+        return None
+    if provider.handed_over(row["public_id"], row["channel"]):
+        return {"state": MessageState.SENT, "provider": rt.providers[row["channel"]].name,
+                "sent_at": now, "updated_at": now,
+                "error": "settled after a crash: the provider had it"}
+    message = _recompose(rt, row, contact, now)
+    if message is None:
+        return None
+    return {"state": MessageState.RETRYING, "next_attempt_at": now,
+            "retry_payload": to_payload(message), "updated_at": now,
+            "error": "never handed over before the daemon stopped: sent again"}
+
+
+def _recompose(rt: Runtime, row: Mapping[str, Any], contact: ContactView | None,
+               now: datetime) -> OutgoingMessage | None:
+    """The same message again (same id, so the same links) from its row; journey
+    messages only (a confirmation's link needs its request: it stays unknown)."""
+    if contact is None or row["kind"] != MessageKind.JOURNEY:
+        return None
+    loaded = rt.journeys.get(row["journey_id"] or "")
+    public_id = row["public_id"]
+    context = template_context(rt.settings, contact, MessageLinks(rt.links, public_id),
+                               public_id, loaded.journey if loaded else None)
+    try:
+        if row["channel"] == "sms":
+            return compose_sms(rt.settings, rt.catalog, rt.links, template=row["template"],
+                               contact=contact, context=context, purpose=row["purpose"],
+                               public_id=public_id, now=row["created_at"]).message
+        return compose_email(rt.settings, rt.catalog, template=row["template"],
+                             contact=contact, context=context, purpose=row["purpose"],
+                             public_id=public_id, now=row["created_at"],
+                             categories=(row["journey_id"] or "", row["step_id"] or "")).message
+    except TemplateError:
+        return None
 
 
 # ---- retries --------------------------------------------------------------------------

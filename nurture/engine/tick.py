@@ -5,6 +5,9 @@ that moves its enrollments past the send steps; only then are providers called. 
 before that commit sends nothing and loses nothing (the claim lease expires and the
 enrollments run again); a crash after it leaves messages `sending`, which are marked
 `unknown` when their lease expires — never sent again.
+
+Each tick first reloads what was applied since the last one (`engine.versions`): a new
+version, a removal, a pause. Enrollments of a paused journey are not claimed.
 """
 
 from __future__ import annotations
@@ -20,15 +23,18 @@ from sqlalchemy import Connection
 
 from nurture.compliance import gates
 from nurture.compliance.hygiene import address_hash
-from nurture.engine import executor, membership
+from nurture.engine import executor, membership, versions
+from nurture.engine.build import catalog_for
 from nurture.engine.runtime import Runtime
-from nurture.engine.send import Delivery, deliver, retry_due
+from nurture.engine.send import Delivery, deliver, expire_and_reconcile, retry_due
 from nurture.intake import handoffs, maturity
 from nurture.intake import jobs as maturity_jobs
+from nurture.providers.base import OutgoingMessage
+from nurture.store import journeys as jstore
 from nurture.store import queries as store
 from nurture.store import work
 from nurture.vocab import LIVE_ENROLLMENT_STATES as _LIVE
-from nurture.vocab import PRESSURE_STATES, EnrollmentState, MessageState
+from nurture.vocab import PRESSURE_STATES, EnrollmentState, MessageKind, MessageState
 
 log = logging.getLogger("nurture.engine")
 
@@ -40,9 +46,16 @@ class TickReport:
     sent: int = 0
     deferred: int = 0
     failed: int = 0
+    blocked: int = 0
     unknown: int = 0
     retried: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"entered": self.entered, "processed": self.processed, "sent": self.sent,
+                "deferred": self.deferred, "failed": self.failed, "blocked": self.blocked,
+                "unknown": self.unknown, "retried": self.retried,
+                "skipped": dict(sorted(self.skipped.items()))}
 
     def add_delivery(self, done: Delivery) -> None:
         self.sent += done.sent
@@ -58,12 +71,15 @@ class TickReport:
 def tick(rt: Runtime, now: datetime, should_stop: Callable[[], bool] = lambda: False) -> TickReport:
     """One pass over everything due at `now`."""
     report = TickReport()
+    with rt.db.reader() as conn:
+        if versions.refresh(rt, conn):
+            rt.catalog = catalog_for(rt.settings)  # templates fixed since: read them again
     maturity_jobs.decay_due(rt, now)
     maturity_jobs.recycle_unaccepted(rt, now)
     handoffs.deliver_due(rt, now)
-    with rt.db.begin() as conn:
-        report.unknown = store.expire_sending(conn, now)
+    report.unknown = expire_and_reconcile(rt, now)
     report.entered = membership.enter_due_contacts(rt, now)
+    report.entered += membership.sweep(rt, now, should_stop)
     retried = retry_due(rt, now)
     report.retried = retried.handled
     report.add_delivery(retried)
@@ -77,7 +93,8 @@ def run_batch(rt: Runtime, now: datetime, report: TickReport) -> int:
     """Claim, execute and record one batch, then deliver it. Returns how many ran."""
     lease_until = now + rt.lease
     with rt.db.begin() as conn:
-        claimed = work.claim_due(conn, now, rt.settings.batch_size, rt.worker, lease_until)
+        claimed = work.claim_due(conn, now, rt.settings.batch_size, rt.worker, lease_until,
+                                 skip_journeys=sorted(rt.paused))
     if not claimed:
         return 0
     with rt.db.begin() as conn:
@@ -85,12 +102,16 @@ def run_batch(rt: Runtime, now: datetime, report: TickReport) -> int:
         outcomes = [executor.run(row, batch, lease_until) for row in claimed]
         record(conn, rt, outcomes, batch, now)
     outgoing = [m for o in outcomes for m in o.outgoing]
-    report.add_delivery(deliver(rt, outgoing, now))
+    delivered = deliver(rt, outgoing, now)
+    report.add_delivery(delivered)
+    if delivered.failed:
+        report.blocked += block_refused(rt, outgoing, now)
     report.processed += len(claimed)
     for outcome in outcomes:
         report.merge_messages(outcome.messages)
         state = outcome.enrollment["state"]
         report.failed += state == EnrollmentState.FAILED
+        report.blocked += state == EnrollmentState.BLOCKED
         report.deferred += outcome.deferred
     return len(claimed)
 
@@ -99,7 +120,10 @@ def prefetch(conn: Connection, rt: Runtime, claimed: list[dict[str, Any]],
              now: datetime) -> executor.Batch:
     ids = sorted({row["contact_id"] for row in claimed})
     contacts = store.load_contacts(conn, ids)
-    journeys = [rt.journeys[j] for j in {row["journey_id"] for row in claimed} if j in rt.journeys]
+    running = {key: versions.version_of(rt, conn, *key)
+               for key in {(row["journey_id"], row["journey_version"]) for row in claimed}}
+    current = [rt.journeys[j] for j in {jid for jid, _ in running} if j in rt.journeys]
+    journeys = list({id(j): j for j in [*current, *running.values()] if j}.values())
     membership.attach_event_counts(conn, contacts, journeys, now)
     for contact in contacts.values():
         contact.address_hashes = {channel: address_hash(address) for channel, address
@@ -112,7 +136,8 @@ def prefetch(conn: Connection, rt: Runtime, claimed: list[dict[str, Any]],
         for (cid, channel), count in counts.items():
             if cap.channel in ("any", channel):
                 state.cap_counts[(cid, index)] += count
-    return executor.Batch(rt.settings, rt.journeys, rt.catalog, rt.links, contacts, state, now)
+    return executor.Batch(rt.settings, rt.journeys, rt.catalog, rt.links, contacts, state, now,
+                          running)
 
 
 def record(conn: Connection, rt: Runtime, outcomes: list[executor.Outcome],
@@ -120,6 +145,7 @@ def record(conn: Connection, rt: Runtime, outcomes: list[executor.Outcome],
     """Write a batch's outcomes: messages first, then positions, then contact changes."""
     work.insert_messages(conn, [m for o in outcomes for m in o.messages])
     work.write_enrollments(conn, rt.worker, [o.enrollment for o in outcomes])
+    jstore.insert_step_runs(conn, [row for o in outcomes for row in o.steps])
     # a contact leaving a journey may now enter another one
     store.flag_for_evaluation(conn, [o.enrollment["contact_id"] for o in outcomes
                                      if o.enrollment["state"] not in _LIVE], now)
@@ -132,4 +158,38 @@ def record(conn: Connection, rt: Runtime, outcomes: list[executor.Outcome],
         if outcome.moves:
             membership.move(conn, rt, cid, outcome.moves, now)
 
+
+def block_refused(rt: Runtime, outgoing: list[OutgoingMessage], now: datetime) -> int:
+    """A journey message the provider refused for good, for a reason a person can fix (a
+    sender or account setting, not the address: those are suppressed or withdrawn, and
+    the gates skip them from then on): its enrollment goes back to that send step,
+    blocked with the provider's answer, to run it again once fixed (`nurture retry`)."""
+    public_ids = [m.public_id for m in outgoing if m.kind == MessageKind.JOURNEY]
+    with rt.db.begin() as conn:
+        refused = jstore.failed_journey_messages(conn, public_ids)
+        if not refused:
+            return 0
+        contacts = sorted({r["contact_id"] for r in refused})
+        state = gates.GateState(store.consent_statuses(conn, contacts), store.suppressed_among(
+            conn, {address_hash(r["to_address"]) for r in refused if r["to_address"]}))
+        fixable = [r for r in refused if address_hash(r["to_address"]) not in state.suppressed
+                   and gates.consent_verdict(state, rt.settings, r["contact_id"], r["channel"],
+                                             r["purpose"]) is None]
+        enrollments = jstore.enrollment_rows(conn, [r["enrollment_id"] for r in fixable])
+        updates, traces = [], []
+        for message in fixable:
+            row = enrollments.get(message["enrollment_id"])
+            if row is None or row["claimed_by"] is not None:
+                continue
+            reason = f"step '{message['step_id']}': the provider refused: {message['error']}"
+            row.update(step_id=message["step_id"])
+            updates.append({"id": row["id"], "state": EnrollmentState.BLOCKED,
+                            "step_id": message["step_id"], "seq": row["seq"] + 1,
+                            "next_run_at": None, "wait_event": None, "wait_step": None,
+                            "ended_at": None, "end_reason": "", "last_error": reason,
+                            "updated_at": now})
+            traces.append(executor.trace_row(row, "send", "blocked", reason, now))
+        jstore.update_enrollments(conn, updates)
+        jstore.insert_step_runs(conn, traces)
+    return len(updates)
 

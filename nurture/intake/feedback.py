@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from nurture.compliance.hygiene import address_hash
+from nurture.compliance.hygiene import address_hash, check_phone
 from nurture.engine.runtime import Runtime
 from nurture.intake import reply_effects
 from nurture.intake.events import IncomingEvent
@@ -145,16 +145,27 @@ def apply_consequence(conn: Connection, event: ProviderEvent, message: dict[str,
     if contact_id is None:
         log.warning("%s %s: no contact to withdraw consent for", event.source, event.type)
         return
-    purpose = ALL_PURPOSES
     if event.consequence == "unsubscribe" and message is not None:
-        purpose = message["purpose"]
-    withdraw(conn, contact_id, event, purpose, now, {"event_id": event_id})
+        withdraw(conn, contact_id, event, message["purpose"], now, {"event_id": event_id})
+        return
+    number = ((message or {}).get("to_address") or event.address) if event.channel == "sms" \
+        else None
+    # an opted-out number (Twilio 21610) is opted out for every contact holding it
+    for holder in _holders(conn, contact_id, number):
+        withdraw(conn, holder, event, ALL_PURPOSES, now, {"event_id": event_id})
 
 
 def withdraw(conn: Connection, contact_id: int, event: ProviderEvent, purpose: str,
              now: datetime, evidence: dict[str, Any]) -> None:
     """Append a withdrawal with its evidence: what the provider reported, when, raw."""
     _append(conn, contact_id, event, purpose, ConsentAction.WITHDRAWN, now, evidence)
+
+
+def _holders(conn: Connection, contact_id: int, number: str | None) -> list[int]:
+    """The contacts an SMS opt-out of `number` speaks for: every one holding it (the
+    contact it was matched to included, even if it has changed number since)."""
+    holders = store.contacts_holding(conn, number) if number else []
+    return sorted({contact_id, *holders})
 
 
 def _append(conn: Connection, contact_id: int, event: ProviderEvent, purpose: str,
@@ -181,7 +192,9 @@ def record_inbound_sms(conn: Connection, rt: Runtime, event: ProviderEvent,
 
     Returns the text to answer with (HELP), or None. The event hooks (reply classifier)
     see the message first; `OptOutType` (Twilio Advanced Opt-Out) then only fills a gap,
-    so a STOP is never recorded twice.
+    so a STOP is never recorded twice. Either way the number's STOP or START applies to
+    every contact holding the number. This signed path is the only one whose START
+    counts (`reply_effects.OPT_IN_SOURCES`).
     """
     recorded = record(conn, rt, event, now)
     opt_out_type = event.properties.get("opt_out_type")
@@ -194,19 +207,24 @@ def record_inbound_sms(conn: Connection, rt: Runtime, event: ProviderEvent,
         return None
     if not is_help(rt, str(event.properties.get("text") or "")):
         return None
-    return help_text(conn, rt, recorded.contact_id)
+    return help_text(conn, rt, recorded.contact_id, event.address)
 
 
 def _honour_opt_out_type(conn: Connection, contact_id: int, event_id: int,
                          event: ProviderEvent, opt_out_type: str, now: datetime) -> None:
+    """Twilio's STOP or START for the number: for every contact holding it whose
+    channel-wide SMS decision is not that already (the reply hook may have recorded it)."""
     wanted = ConsentAction.WITHDRAWN if opt_out_type == "STOP" else ConsentAction.GRANTED
-    current = store.consent_statuses(conn, [contact_id]).get((contact_id, "sms", ALL_PURPOSES))
-    if current is not None and current.action == wanted:
-        return
-    if current is None and wanted == ConsentAction.GRANTED:
-        return  # START lifts an earlier STOP; with no STOP there is nothing to lift
-    _append(conn, contact_id, event, ALL_PURPOSES, wanted, now,
-            {"event_id": event_id, "opt_out_type": opt_out_type})
+    holders = _holders(conn, contact_id, event.address)
+    statuses = store.consent_statuses(conn, holders)
+    for holder in holders:
+        current = statuses.get((holder, "sms", ALL_PURPOSES))
+        if current is not None and current.action == wanted:
+            continue
+        if current is None and wanted == ConsentAction.GRANTED:
+            continue  # START lifts an earlier STOP; with no STOP there is nothing to lift
+        _append(conn, holder, event, ALL_PURPOSES, wanted, now,
+                {"event_id": event_id, "opt_out_type": opt_out_type, "number": event.address})
 
 
 def is_help(rt: Runtime, text: str) -> bool:
@@ -214,9 +232,13 @@ def is_help(rt: Runtime, text: str) -> bool:
     return reply_effects.classifier(rt.settings).classify(text).intent == Intent.HELP
 
 
-def help_text(conn: Connection, rt: Runtime, contact_id: int | None) -> str | None:
-    texts = rt.settings.sms.help_text
+def help_text(conn: Connection, rt: Runtime, contact_id: int | None,
+              number: str | None = None) -> str | None:
+    """[sms] help_text in the language of the number's country (a +1 number gets
+    English), else the contact's."""
     contact = store.contact_row(conn, contact_id=contact_id) if contact_id else None
-    locale = contact.locale if contact is not None else rt.settings.default_locale
-    return texts.get(locale) or texts.get(rt.settings.default_locale) or next(
-        iter(texts.values()), None)
+    phone = number or (contact.phone if contact is not None else None)
+    country = check_phone(phone, default_region=rt.settings.default_region).country \
+        if phone else None
+    return rt.settings.help_text_for(country or (contact.country if contact else None),
+                                     contact.locale if contact is not None else None)

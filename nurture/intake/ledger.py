@@ -2,7 +2,15 @@
 
 The CLI, the consent API, the preference page, replies and provider feedback all
 append through `record_consent`, which checks channel, purpose, action and basis, and
-refuses to grant for a suppressed address.
+refuses to grant for a suppressed address. `*` (every purpose of a channel) is a
+withdrawal only: consent is given per purpose, so a `*` grant is refused — a record
+that looks granted but never counts for a send (`compliance.consent.may_send` reads the
+purpose's own decision) would mislead whoever reads the ledger.
+
+An SMS opt-out belongs to the number, not to one contact: `withdraw_number` records it
+for every contact holding the number, `inherit_number_opt_out` for a contact that takes
+the number later, and only the number itself lifts it again (`lift_number`, for a START
+arriving through the channel's signed provider inbound).
 """
 
 from __future__ import annotations
@@ -18,6 +26,9 @@ from nurture.config.settings import Settings
 from nurture.errors import ContactError
 from nurture.store import queries as store
 from nurture.vocab import ALL_PURPOSES, Channel, ConsentAction, LegalBasis
+
+#: the source of the SMS withdrawal a contact inherits from its number's earlier STOP
+NUMBER_OPT_OUT = "number-opt-out"
 
 
 def is_suppressed(conn: Connection, *addresses: str | None) -> bool:
@@ -37,6 +48,10 @@ def record_consent(conn: Connection, settings: Settings, now: datetime, *, conta
                            f"{', '.join(sorted(settings.purposes))})")
     if action not in {a.value for a in ConsentAction}:
         raise ContactError(f"unknown consent action {action!r}")
+    if purpose == ALL_PURPOSES and action != ConsentAction.WITHDRAWN:
+        raise ContactError(f"purpose '*' cannot be {action}: consent is given per purpose "
+                           f"({', '.join(sorted(settings.purposes))}), with its evidence; "
+                           "'*' only withdraws a whole channel")
     if legal_basis not in {b.value for b in LegalBasis}:
         raise ContactError(f"unknown legal basis {legal_basis!r}")
     address = contact.email if channel == Channel.EMAIL else contact.phone
@@ -53,4 +68,60 @@ def record_consent(conn: Connection, settings: Settings, now: datetime, *, conta
     store.update_contact(conn, contact.id, {"evaluate_at": now, "updated_at": now})
     return record
 
+
+
+
+def withdraw_number(conn: Connection, now: datetime, *, phone: str, source: str,
+                    evidence: Mapping[str, Any]) -> list[int]:
+    """A STOP from a number: SMS withdrawn (every purpose) for every contact holding it,
+    each with its own entry and the same evidence. The contacts it was recorded for."""
+    holders = store.withdraw_number(conn, phone=phone, source=source, evidence=evidence,
+                                    now=now)
+    for contact_id in holders:
+        store.update_contact(conn, contact_id, {"evaluate_at": now, "updated_at": now})
+    return holders
+
+
+def lift_number(conn: Connection, now: datetime, *, phone: str, source: str,
+                evidence: Mapping[str, Any]) -> list[int]:
+    """A START from the number itself: lifts the channel-wide SMS withdrawal of every
+    contact holding it (their own purpose grants count again; a contact that never
+    opted in still gets nothing). Only for the channel's signed provider inbound."""
+    if is_suppressed(conn, phone):
+        return []
+    holders = store.contacts_holding(conn, phone)
+    statuses = store.consent_statuses(conn, holders)
+    lifted = [cid for cid in holders
+              if (found := statuses.get((cid, Channel.SMS, ALL_PURPOSES))) is not None
+              and found.action == ConsentAction.WITHDRAWN]
+    for contact_id in lifted:
+        store.append_consent(
+            conn, contact_id=contact_id, channel=Channel.SMS, purpose=ALL_PURPOSES,
+            action=ConsentAction.GRANTED, legal_basis=LegalBasis.CONSENT, source=source,
+            address=phone, evidence={**evidence, "number": phone}, now=now)
+        store.update_contact(conn, contact_id, {"evaluate_at": now, "updated_at": now})
+    return lifted
+
+
+def inherit_number_opt_out(conn: Connection, now: datetime, *, contact_id: int,
+                           phone: str) -> int | None:
+    """A contact that takes a number whose latest channel-wide SMS decision is a
+    withdrawal (a STOP) inherits it: no marketing SMS until it opts in again with
+    evidence, or the number texts START. The new entry names the one it copies.
+
+    It counts from the number's STOP, or from the contact's own latest SMS decision when
+    that is later (grants it gave for another number no longer count): a consent it gives
+    from now on — in the same request included — is newer, and counts."""
+    latest = store.latest_number_decision(conn, phone)
+    if latest is None or latest["action"] != ConsentAction.WITHDRAWN:
+        return None
+    own = store.latest_decision_at(conn, contact_id, Channel.SMS)
+    effective = max(latest["at"], own) if own is not None else latest["at"]
+    evidence = {"number": phone, "inherits": latest["id"],
+                "from_contact": latest["contact_id"], "from_source": latest["source"],
+                "withdrawn_at": latest["at"].isoformat()}
+    return store.append_consent_as_of(
+        conn, contact_id=contact_id, channel=Channel.SMS, purpose=ALL_PURPOSES,
+        action=ConsentAction.WITHDRAWN, source=NUMBER_OPT_OUT, address=phone,
+        evidence=evidence, effective_at=effective, now=now)
 

@@ -4,8 +4,15 @@
 by `nurture.replies` (config `[[replies.rules]]` first, then the French/English defaults):
 
 - `opt_out` (STOP, ARRÊT, "ne plus m'envoyer"…) withdraws consent for that channel, for
-  every purpose, with the text as evidence;
-- `opt_in` (START alone) records a channel-wide grant, which lifts an earlier STOP;
+  every purpose, with the text as evidence — on SMS for every contact holding the
+  number, since the number is what receives the texts;
+- `opt_in` (START alone) lifts an earlier channel-wide withdrawal only when the reply
+  really came through the channel's own signed provider inbound (`OPT_IN_SOURCES`: a
+  Twilio SMS, its signature verified by the webhook), for every contact holding that
+  number. A `reply.received` posted to `/events` (stored with source `api`, which the
+  caller cannot choose), given on the command line, or an email reply (whose sender
+  anyone can forge) changes no consent: email re-opt-in goes through the preference
+  page or `POST /consent`, with evidence;
 - `help` changes nothing (the SMS webhook answers it);
 - any other reply comes from a person: the journey that sent the contact's latest message
   is paused (stop-on-reply) unless it says `stop_on_reply: false`, or was waiting for
@@ -41,12 +48,15 @@ from nurture.scoring.replies import (
 )
 from nurture.store import maturity as ms
 from nurture.store import queries as store
-from nurture.vocab import ALL_PURPOSES, EnrollmentState, EventType
+from nurture.vocab import ALL_PURPOSES, Channel, ConsentAction, EnrollmentState, EventType
 
 log = logging.getLogger("nurture.replies")
 
 #: intents that are not a person talking: they never pause a journey
 CARRIER_INTENTS = frozenset({Intent.OPT_OUT, Intent.OPT_IN, Intent.HELP})
+#: event source → the channel whose opt-in it may carry: only a provider's inbound whose
+#: signature the webhook verified, for that provider's own channel
+OPT_IN_SOURCES: Mapping[str, str] = {"twilio": Channel.SMS}
 
 
 @lru_cache(maxsize=16)
@@ -95,9 +105,14 @@ def on_reply(conn: Connection, rt: Runtime, event_id: int, event: IncomingEvent,
                                              "intent": found.intent, "matched": found.matched})
     text = str(event.properties.get("text") or "")
     if found.intent == Intent.OPT_OUT:
-        _consent(conn, rt, event, event_id, channel, "withdrawn", found, text, now)
+        _consent(conn, rt, event, event_id, channel, ConsentAction.WITHDRAWN, found, text, now)
     elif found.intent == Intent.OPT_IN:
-        _consent(conn, rt, event, event_id, channel, "granted", found, text, now)
+        if OPT_IN_SOURCES.get(event.source) == channel:
+            _consent(conn, rt, event, event_id, channel, ConsentAction.GRANTED, found, text,
+                     now)
+        else:
+            log.info("reply %s (%s, %s): an opt-in counts only from the channel's signed "
+                     "provider inbound; consent unchanged", event_id, event.source, channel)
     elif found.intent not in CARRIER_INTENTS:
         pause_for_reply(conn, rt, event.contact_id, channel, found.intent, event_id, now)
 
@@ -115,19 +130,29 @@ class ReplyHook(NoHook):
 
 def _consent(conn: Connection, rt: Runtime, event: IncomingEvent, event_id: int, channel: str,
              action: str, found: Classification, text: str, now: datetime) -> None:
+    """The reply's channel-wide decision, with the reply as evidence: on SMS for every
+    contact holding the number; on email for the contact (a withdrawal only)."""
     contact = store.contact_row(conn, contact_id=event.contact_id)
-    try:
-        ledger.record_consent(
-            conn, rt.settings, now, contact=contact, channel=channel, purpose=ALL_PURPOSES,
-            action=action, source="reply",
-            evidence={"text": text, "event_id": event_id, "matched": found.matched})
-    except ContactError as e:  # no address on that channel, or a suppressed address
-        log.warning("reply %s of contact %s: consent not recorded: %s", event_id,
-                    event.contact_id, e)
-        return
-    store.record_change(conn, event.contact_id or 0, f"consent.{channel}", "",
-                        f"{action} (all purposes)", now, rule=f"reply:{found.intent}",
-                        event_id=event_id, reason=f"reply {text[:80]!r}")
+    evidence = {"text": text, "event_id": event_id, "matched": found.matched,
+                "source": event.source, "source_event_id": event.source_event_id}
+    changed: list[int] = []
+    if channel == Channel.SMS and contact is not None and contact.phone:
+        apply = ledger.withdraw_number if action == ConsentAction.WITHDRAWN else ledger.lift_number
+        changed = apply(conn, now, phone=contact.phone, source="reply", evidence=evidence)
+    elif action == ConsentAction.WITHDRAWN:
+        try:
+            ledger.record_consent(
+                conn, rt.settings, now, contact=contact, channel=channel, purpose=ALL_PURPOSES,
+                action=action, source="reply", evidence=evidence)
+        except ContactError as e:  # no address on that channel
+            log.warning("reply %s of contact %s: consent not recorded: %s", event_id,
+                        event.contact_id, e)
+            return
+        changed = [int(event.contact_id or 0)]
+    for contact_id in changed:
+        store.record_change(conn, contact_id, f"consent.{channel}", "",
+                            f"{action} (all purposes)", now, rule=f"reply:{found.intent}",
+                            event_id=event_id, reason=f"reply {text[:80]!r}")
 
 
 def pause_for_reply(conn: Connection, rt: Runtime, contact_id: int, channel: str, intent: str,

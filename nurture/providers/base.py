@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,24 @@ class Provider(Protocol):
     name: str
 
     def send(self, message: OutgoingMessage) -> SendResult: ...
+
+
+@runtime_checkable
+class KnowsFate(Protocol):
+    """A provider that can tell, after a crash, whether it was handed a message: the
+    outbox (files are written atomically, so presence means handed over)."""
+
+    def handed_over(self, public_id: str, channel: str) -> bool:
+        """True when the message reached the provider, False when it certainly did not."""
+        ...
+
+
+@runtime_checkable
+class Flushes(Protocol):
+    """A provider that batches durability: `flush` makes what `send` took durable, and
+    the send path calls it before recording a chunk of messages as sent."""
+
+    def flush(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from sendgrid.helpers.mail import (
 )
 
 from nurture.config.settings import Settings
+from nurture.content.headers import ascii_address
 from nurture.errors import ConfigError, ProviderError, SignatureError
 from nurture.providers.base import OutgoingMessage, ProviderEvent, SendResult
 from nurture.scoring.replies import strip_quoted
@@ -115,12 +116,13 @@ class SendGridProvider:
 
 def build_mail(message: OutgoingMessage, settings: Settings) -> Mail:
     """The v3 mail/send body: identity, content, unsubscribe headers, categories, our id."""
-    name, address = parseaddr(message.sender)
-    mail = Mail(from_email=From(address, name or None), to_emails=To(message.to),
+    # IDN domains in their ASCII form, as the outbox and SMTP write them
+    name, address = parseaddr(ascii_address(message.sender))
+    mail = Mail(from_email=From(address, name or None), to_emails=To(ascii_address(message.to)),
                 subject=message.subject, plain_text_content=message.text or None,
                 html_content=message.html or None)
     if message.reply_to:
-        reply_name, reply_address = parseaddr(message.reply_to)
+        reply_name, reply_address = parseaddr(ascii_address(message.reply_to))
         mail.reply_to = ReplyTo(reply_address, reply_name or None)
     for header, value in message.headers.items():
         mail.header = Header(header, value)

@@ -1,5 +1,5 @@
-"""Twilio SMS: send through the official SDK, paced per sender; read inbound SMS and
-status callbacks.
+"""Twilio SMS: send through the official SDK, paced per sender (`providers.pacing`); read
+inbound SMS and status callbacks.
 
 Our public message id rides in the status callback URL (`?m=<id>`); Twilio's `sid` is
 kept as the provider id. Error codes that say something about the number (opted out,
@@ -24,6 +24,7 @@ from nurture.config.settings import Settings
 from nurture.content.rendering import sms_segments
 from nurture.errors import ProviderError, SignatureError
 from nurture.providers.base import OutgoingMessage, ProviderEvent, SendResult
+from nurture.providers.pacing import LocalPacer, Pacer
 from nurture.vocab import EventType, MessageState
 
 #: Twilio error codes that say something about the number itself
@@ -49,44 +50,22 @@ PROGRESS_STATUSES = frozenset({"accepted", "scheduled", "queued", "sending", "se
                                "receiving", "received", "read", "canceled"})
 
 
-class Pacer:
-    """At most `rate` segments per second per sender (a long code takes 1/s).
-
-    The first message goes at once; each one then books the sender for
-    segments / rate seconds. Clock and sleep are injected so tests never wait.
-    """
-
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.rate = rate
-        self.clock = clock
-        self.sleep = sleep
-        self._free_at: dict[str, float] = {}
-
-    def wait(self, sender: str, segments: int) -> None:
-        if self.rate <= 0:
-            return
-        now = self.clock()
-        start = max(now, self._free_at.get(sender, now))
-        if start > now:
-            self.sleep(start - now)
-        self._free_at[sender] = start + segments / self.rate
-
-
 class TwilioProvider:
     name = "twilio"
 
     def __init__(self, account_sid: str, auth_token: str, settings: Settings,
                  http_client: TwilioHttpClient | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 pacer: Pacer | None = None) -> None:
         self.settings = settings
         timeout = settings.providers.timeout_seconds
         http_client = http_client or TwilioHttpClient(timeout=timeout)
         if http_client.timeout is None:
             http_client.timeout = timeout
         self.client = Client(account_sid, auth_token, http_client=http_client)
-        self.pacer = Pacer(settings.providers.twilio_mps, clock, sleep)
+        # per process unless given one shared by the fleet (`pacing.SharedPacer`)
+        self.pacer = pacer or LocalPacer(settings.providers.twilio_mps, clock, sleep)
 
     def send(self, message: OutgoingMessage) -> SendResult:
         params, sender = create_params(message, self.settings)

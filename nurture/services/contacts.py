@@ -15,6 +15,8 @@ from nurture.compliance.hygiene import check_email, check_phone
 from nurture.compliance.windows import zone
 from nurture.config.settings import Settings
 from nurture.errors import ContactError
+from nurture.intake import ledger
+from nurture.store import journeys
 from nurture.store import queries as store
 
 
@@ -71,6 +73,9 @@ def add_contact(conn: Connection, settings: Settings, now: datetime, *, email: s
                       temperature="cold", score=0.0, fit=0.0, decay_at=None)
         values.setdefault("role_account", False)
         contact_id, profiled = store.insert_contact(conn, values), bool(attributes)
+    if phone and (existing is None or existing.phone != values["phone"]):
+        # a number that texted STOP stays opted out for whoever takes it
+        ledger.inherit_number_opt_out(conn, now, contact_id=contact_id, phone=values["phone"])
     if profiled:  # the fit follows the profile, with the rule that decided it
         from nurture.intake import maturity  # maturity → reply_effects → contacts
 
@@ -100,8 +105,21 @@ def describe(conn: Connection, contact: Any) -> dict[str, Any]:
     return {
         "contact": data,
         "changes": store.contact_changes(conn, contact.id),
-        "enrollments": store.contact_enrollments(conn, contact.id),
+        "enrollments": _with_paths(store.contact_enrollments(conn, contact.id),
+                                   journeys.step_runs(conn, contact.id)),
         "messages": store.contact_messages(conn, contact.id),
         "consent": store.consent_history(conn, contact.id),
         "events": store.contact_events(conn, contact.id),
     }
+
+
+def _with_paths(enrollments: list[dict[str, Any]],
+                steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each enrollment with the steps it took (`steps`): the branch case chosen, a
+    wait_for's outcome (event or timeout) and its time, why it blocked."""
+    taken: dict[int, list[dict[str, Any]]] = {}
+    for step in steps:
+        taken.setdefault(step["enrollment_id"], []).append(
+            {k: step[k] for k in ("step_id", "kind", "outcome", "detail", "at", "until",
+                                  "journey_version")})
+    return [{**row, "steps": taken.get(row["id"], [])} for row in enrollments]

@@ -24,7 +24,7 @@ from nurture.errors import NurtureError
 from nurture.intake import ledger
 from nurture.intake.events import IncomingEvent
 from nurture.intake.ingest import ingest
-from nurture.services import contacts
+from nurture.services import contacts, journeys
 from nurture.store import database as db
 
 MARKER = ".nurture-demo"
@@ -96,9 +96,12 @@ def _monday_morning(start: datetime) -> datetime:
 
 
 def run_demo(directory: Path, days: int, console: Console, start: datetime) -> None:
-    settings = load_settings(_prepare(directory))
+    config = _prepare(directory)
+    settings = load_settings(config)
     runtime = build_runtime(settings)
     clock = _monday_morning(start)
+    # the daemon runs applied versions only: the demo's journeys are applied first
+    journeys.apply_project(runtime, config, clock)
     ids = _seed(runtime, clock)
     console.print(f"[bold]nurture demo[/] in {directory}: {len(ids)} contacts, "
                   f"{len(runtime.journeys)} journeys, {days} simulated days from "

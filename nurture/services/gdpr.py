@@ -29,6 +29,7 @@ CONTACT_TABLES: tuple[tuple[str, Table], ...] = (
     ("consent_state", db.consent_state),
     ("consent_history", db.consent_record),
     ("changes", db.contact_change),
+    ("steps", db.step_run),
     ("enrollments", db.enrollment),
     ("handoffs", db.handoff),
     ("events", db.event_t),

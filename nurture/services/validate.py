@@ -1,129 +1,97 @@
-"""`nurture validate`: config, journeys and templates checked together, every problem listed."""
+"""`nurture validate`: config, journeys and templates checked together, every problem listed.
+
+Nothing hides anything else: a config.toml with errors is still used for what it says
+right (the refused keys take their defaults), a journey step the schema refuses leaves
+the rest of its file checked. Problems are errors (exit 1) or warnings (printed, exit 0).
+"""
 
 from __future__ import annotations
 
 import difflib
 import logging
-import re
-import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 
-from pydantic import ValidationError
-from pydantic_core import ErrorDetails
 from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from nurture.authoring.journey import SendStep
-from nurture.authoring.loader import (
-    LoadedJourney,
-    Loc,
-    explain,
-    line_for,
-    load_journeys,
-    walk_model,
-)
-from nurture.config.settings import Settings, load_settings
+from nurture.authoring.loader import LoadedJourney, known_attributes, load_journeys
+from nurture.config.settings import Settings
 from nurture.content import template_checks
 from nurture.content.rendering import TemplateCatalog
 from nurture.engine.build import catalog_for
-from nurture.errors import ConfigError, Problem, TemplateError
+from nurture.errors import Problem, TemplateError
+from nurture.services.config_validation import (
+    check_config,
+    check_sms_sender,
+    read_config,
+    toml_key_lines,
+)
 from nurture.store import queries as store
 from nurture.store.database import Database
 from nurture.vocab import LIVE_ENROLLMENT_STATES
+
+__all__ = ["check_templates", "check_waiting_steps", "toml_key_lines", "validate_project"]
 
 log = logging.getLogger(__name__)
 
 
 def validate_project(config_path: Path) -> list[Problem]:
-    try:
-        settings = load_settings(config_path)
-    except ConfigError as e:
-        return sorted(_config_problems(config_path, e), key=lambda p: p.line or 0)
-    problems: list[Problem] = []
-    if not settings.journeys_path.is_dir():
+    """Every problem of the project, errors and warnings, sorted by file and line."""
+    settings, problems = read_config(config_path)
+    if settings is None:
+        return _sorted(problems + _journeys_without_config(config_path))
+    declared = {name: spec.type for name, spec in settings.attributes.items()}
+    journeys: list[LoadedJourney] = []
+    if settings.journeys_path.is_dir():
+        journeys, found = load_journeys(settings.journeys_path, set(settings.purposes),
+                                        attributes=declared, partial=True)
+        problems.extend(found)
+    else:
         problems.append(Problem(str(config_path), 1,
                                 f"journeys folder {settings.journeys_path} does not exist"))
-        return problems
-    journeys, found = load_journeys(settings.journeys_path, set(settings.purposes))
-    problems.extend(found)
+    lines = toml_key_lines(config_path.read_text(encoding="utf-8"))
+    problems.extend(check_config(settings, config_path, lines,
+                                 known_attributes(declared, journeys)))
+    problems.extend(check_sms_sender(settings, journeys, config_path, lines))
     problems.extend(check_templates(settings, catalog_for(settings), journeys))
     problems.extend(check_waiting_steps(settings, journeys))
+    return _sorted(problems)
+
+
+def _sorted(problems: Iterable[Problem]) -> list[Problem]:
     return sorted(set(problems), key=lambda p: (p.path, p.line or 0, p.message))
 
 
-def _config_problems(path: Path, error: ConfigError) -> list[Problem]:
-    """Config errors at the line of their key, in words a marketer reads."""
-    cause = error.__cause__
-    if isinstance(cause, tomllib.TOMLDecodeError):
-        match = re.search(r"\(at line (\d+), column \d+\)", str(cause))
-        line = int(match.group(1)) if match else 1
-        return [Problem(str(path), line, f"TOML syntax error: {cause}")]
-    lines = toml_key_lines(path.read_text(encoding="utf-8"))
-    if not isinstance(cause, ValidationError):
-        message = str(error).removeprefix(f"{path}: ")
-        reserved = re.match(r"'(\w+)' cannot be set", message)
-        loc = (reserved.group(1),) if reserved else ("mode",) if "SECRET" in message else ()
-        return [Problem(str(path), line_for(lines, loc) if loc else 1, message)]
-    grouped: dict[Loc, list[ErrorDetails]] = {}
-    for item in cause.errors():
-        grouped.setdefault(walk_model(Settings, tuple(item["loc"]))[0], []).append(item)
-    return [Problem(str(path), line_for(lines, tuple(items[0]["loc"])),
-                    explain(Settings, items, hidden=_RESOLVED))
-            for items in grouped.values()]
-
-
-#: Settings fields resolved at load time, never written in config.toml
-_RESOLVED = frozenset({"root", "secret_key", "api_key"})
-#: a table header (a line of a multi-line array such as `  ["a", "b"],` is not one)
-_TOML_TABLE = re.compile(r"^\s*(\[\[?)\s*([\w.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
-_TOML_KEY = re.compile(r"^\s*((?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')"
-                       r"(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*=")
-
-
-def _toml_path(dotted: str) -> tuple[str, ...]:
-    parts = re.findall(r"\"[^\"]*\"|'[^']*'|[^.\s]+", dotted)
-    return tuple(part.strip("\"'") for part in parts)
-
-
-def toml_key_lines(text: str) -> dict[Loc, int]:
-    """Every table and key of a TOML file → its line (`[[x]]` tables are numbered from 0)."""
-    lines: dict[Loc, int] = {}
-    table: Loc = ()
-    counts: dict[Loc, int] = {}
-    closing = ""
-    for number, raw in enumerate(text.splitlines(), 1):
-        if closing:  # inside a multi-line string
-            closing = "" if closing in raw else closing
-            continue
-        header = _TOML_TABLE.match(raw)
-        if header:
-            path = _toml_path(header.group(2))
-            if header.group(1) == "[[":
-                counts[path] = counts.get(path, -1) + 1
-                table = (*path, counts[path])
-            else:
-                table = path
-            for size in range(1, len(table) + 1):
-                lines.setdefault(table[:size], number)
-            continue
-        key = _TOML_KEY.match(raw)
-        if key:
-            lines.setdefault((*table, *_toml_path(key.group(1))), number)
-            rest = raw[key.end():]
-            closing = next((q for q in ('"""', "'''") if rest.count(q) == 1), "")
-    return lines
+def _journeys_without_config(config_path: Path) -> list[Problem]:
+    """A config.toml that cannot be read: its journeys are checked on their own."""
+    folder = config_path.parent / "journeys"
+    if not folder.is_dir():
+        return []
+    _, problems = load_journeys(folder, None)
+    return [*problems, Problem(str(config_path), 1, (
+        "until config.toml can be read, journeys/ is checked without it: their purposes, "
+        "attributes and templates are not checked"), Problem.WARNING)]
 
 
 def check_templates(settings: Settings, catalog: TemplateCatalog,
                     journeys: list[LoadedJourney]) -> list[Problem]:
-    """Every template a send step names, in every locale; missing ones at the step's line."""
+    """Every template a send step names, in every locale; missing ones at the step's line.
+
+    A locale that falls back to another language's file is a warning there (an error in
+    production mode): "English contacts silently get French".
+    """
     problems: list[Problem] = []
     checked: set[tuple[str, str, bool]] = set()
     named: set[tuple[str, str]] = set()
+    severity = Problem.ERROR if settings.mode == "production" else Problem.WARNING
     for loaded in journeys:
         for index, step in enumerate(loaded.journey.steps):
             if not isinstance(step, SendStep):
                 continue
+            line = loaded.line_of("steps", index, "template")
+            first = (step.channel, step.template) not in named
             named.add((step.channel, step.template))
             purpose = settings.purposes.get(step.purpose or loaded.journey.purpose)
             marketing = purpose.marketing if purpose else True
@@ -133,10 +101,13 @@ def check_templates(settings: Settings, catalog: TemplateCatalog,
             except TemplateError as e:
                 others = [n for n in catalog.names(step.channel) if n != step.template]
                 hint = difflib.get_close_matches(step.template, others, n=1)
-                problems.append(Problem(str(loaded.path),
-                                        loaded.line_of("steps", index, "template"),
+                problems.append(Problem(str(loaded.path), line,
                                         str(e) + (f"; did you mean '{hint[0]}'?" if hint else "")))
                 continue
+            if first:
+                problems += [Problem(str(loaded.path), line, message, severity) for message
+                             in template_checks.missing_translations(catalog, step.channel,
+                                                                     step.template)]
             key = (step.channel, step.template, marketing)
             if key in checked:
                 continue
@@ -153,7 +124,20 @@ def check_templates(settings: Settings, catalog: TemplateCatalog,
                 problems.extend(template_checks.check(
                     catalog, channel, name, marketing=False,
                     max_sms_segments=settings.sms.max_segments))
+                problems += [Problem(_default_file(catalog, channel, name), None, message,
+                                     severity)
+                             for message in template_checks.missing_translations(
+                                 catalog, channel, name)]
     return problems
+
+
+def _default_file(catalog: TemplateCatalog, channel: str, name: str) -> str:
+    """The file a template is known by when no journey step names it: its first part."""
+    try:
+        files = catalog.resolve_files(channel, name, catalog.default_locale).files
+    except TemplateError:
+        return catalog.path(f"{channel}/{name}")
+    return catalog.path(files.get("subject") or files["txt"])
 
 
 def check_waiting_steps(settings: Settings, journeys: list[LoadedJourney]) -> list[Problem]:

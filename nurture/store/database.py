@@ -22,7 +22,11 @@ suppression: Table = _tables["suppression"]
 contact_change: Table = _tables["contactchange"]
 handoff: Table = _tables["handoff"]
 journey_version: Table = _tables["journeyversion"]
+journey_state: Table = _tables["journeystate"]
+step_run: Table = _tables["steprun"]
 ledger_version: Table = _tables["ledgerversion"]
+send_pace: Table = _tables["sendpace"]
+daemon_beat: Table = _tables["daemonbeat"]
 
 
 def _normalize_url(url: str) -> str:

@@ -6,7 +6,7 @@ commit on their own, so callers decide what is atomic.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Row, Table, and_, func, insert, or_, select, 
 from sqlalchemy.dialects import postgresql, sqlite
 
 from nurture.compliance.consent import ConsentStatus
+from nurture.store import codec
 from nurture.store import database as db
 from nurture.store import tables as models
 from nurture.store.codec import execute_many
@@ -130,6 +131,21 @@ def ledger_version(conn: Connection) -> int:
     return int(found or 0)
 
 
+def ledger_version_reader(conn: Connection) -> Callable[[], int]:
+    """`ledger_version` as a function to call before every provider call: one prepared
+    statement on the driver's own cursor (a few microseconds, no SQLAlchemy round)."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    sql = codec.driver_sql(conn, "SELECT version FROM ledgerversion WHERE name = ?")
+    params = (LEDGER,)
+
+    def read() -> int:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    return read
+
+
 def bump_ledger_version(conn: Connection) -> None:
     """In every transaction that changes consent or suppression (`tables.LedgerVersion`)."""
     t = db.ledger_version
@@ -196,6 +212,68 @@ def suppressed_among(conn: Connection, hashes: Iterable[str]) -> set[str]:
         found.update(conn.execute(select(t.c.address_hash).where(t.c.address_hash.in_(part)))
                      .scalars())
     return found
+
+
+def contacts_holding(conn: Connection, phone: str) -> list[int]:
+    """Every contact with this phone number (people share numbers: a family, a desk)."""
+    t = db.contact
+    return list(conn.execute(select(t.c.id).where(t.c.phone == phone).order_by(t.c.id))
+                .scalars())
+
+
+def withdraw_number(conn: Connection, *, phone: str, source: str, evidence: Mapping[str, Any],
+                    now: datetime) -> list[int]:
+    """A channel-wide SMS withdrawal for every contact holding the number, each its own
+    ledger entry with the same evidence. The contacts it was recorded for."""
+    holders = contacts_holding(conn, phone)
+    for contact_id in holders:
+        append_consent(conn, contact_id=contact_id, channel="sms", purpose="*",
+                       action="withdrawn", legal_basis="consent", source=source, address=phone,
+                       evidence={**evidence, "number": phone}, now=now)
+    return holders
+
+
+def latest_number_decision(conn: Connection, phone: str) -> dict[str, Any] | None:
+    """The latest channel-wide SMS decision recorded for this number among the contacts
+    holding it now: its ledger entry, with `at`, the time it counts from.
+
+    Through the holders (an indexed column) rather than the ledger's `address`, which is
+    not indexed: a number no contact holds any more has no decision here."""
+    s, r, c = db.consent_state, db.consent_record, db.contact
+    stmt = (select(r, s.c.updated_at.label("at"))
+            .select_from(s.join(r, r.c.id == s.c.record_id).join(c, c.c.id == s.c.contact_id))
+            .where(c.c.phone == phone, s.c.channel == "sms", s.c.purpose == "*",
+                   r.c.address == phone)
+            .order_by(s.c.updated_at.desc(), s.c.record_id.desc()).limit(1))
+    found = conn.execute(stmt).mappings().first()
+    return dict(found) if found else None
+
+
+def latest_decision_at(conn: Connection, contact_id: int, channel: str) -> datetime | None:
+    """When the contact's latest decision on this channel (any purpose) counts from."""
+    t = db.consent_state
+    stmt = select(func.max(t.c.updated_at)).where(t.c.contact_id == contact_id,
+                                                  t.c.channel == channel)
+    found: datetime | None = conn.execute(stmt).scalar_one_or_none()
+    return found
+
+
+def append_consent_as_of(conn: Connection, *, contact_id: int, channel: str, purpose: str,
+                         action: str, source: str, address: str, evidence: Mapping[str, Any],
+                         effective_at: datetime, now: datetime) -> int:
+    """Append to the ledger (recorded `now`) a decision that counts from `effective_at`:
+    a decision the contact inherits (its number's STOP) took effect before it was copied
+    here, so a consent given after it — in the same instant included — is newer."""
+    record_id = conn.execute(insert(db.consent_record).values(
+        contact_id=contact_id, channel=channel, purpose=purpose, action=action,
+        legal_basis="consent", source=source, address=address, evidence=dict(evidence),
+        recorded_at=now).returning(db.consent_record.c.id)).scalar_one()
+    upsert(conn, db.consent_state, {
+        "contact_id": contact_id, "channel": channel, "purpose": purpose, "action": action,
+        "legal_basis": "consent", "record_id": record_id, "updated_at": effective_at,
+    }, keys=("contact_id", "channel", "purpose"))
+    bump_ledger_version(conn)
+    return int(record_id)
 
 
 # ---- events ---------------------------------------------------------------------------
@@ -366,13 +444,15 @@ def pressure_counts(conn: Connection, contact_ids: Sequence[int], since: datetim
     return found
 
 
-def expire_sending(conn: Connection, now: datetime) -> int:
-    """Messages whose send outcome is unknown after a crash: marked, never resent."""
+def expire_sending(conn: Connection, now: datetime) -> list[dict[str, Any]]:
+    """Messages whose send outcome is unknown after a crash: marked, never resent as
+    they are (`send.expire_and_reconcile` looks for their fate). The rows it marked."""
     t = db.message
     result = conn.execute(update(t).where(models.SENDING_SQL, t.c.lease_until < now)
                           .values(state="unknown", updated_at=now,
-                                  error="outcome unknown: the daemon stopped during the send"))
-    return result.rowcount or 0
+                                  error="outcome unknown: the daemon stopped during the send")
+                          .returning(t))
+    return [dict(r) for r in result.mappings()]
 
 
 def release_expired_claims(conn: Connection, now: datetime) -> None:

@@ -42,7 +42,9 @@ class Contact(SQLModel, table=True):
     decay_at: datetime | None = _ts(nullable=True, index=True)
 
 
-LIVE_SQL = text("state IN ('active', 'waiting', 'paused')")
+#: a live enrollment holds the contact's place in its journey (blocked ones included: they
+#: resume where they stand once the fix is applied)
+LIVE_SQL = text("state IN ('active', 'waiting', 'paused', 'blocked')")
 
 
 class Enrollment(SQLModel, table=True):
@@ -69,6 +71,9 @@ class Enrollment(SQLModel, table=True):
     next_run_at: datetime | None = _ts(nullable=True, index=True)
     #: the event type a wait_for step waits on
     wait_event: str | None = None
+    #: the wait or wait_for step it is waiting in (`nurture plan` counts who waits on a
+    #: changed wait; the path trace tells a wait_for's outcome)
+    wait_step: str | None = None
     entered_at: datetime = _ts()
     updated_at: datetime = _ts()
     ended_at: datetime | None = _ts(nullable=True)
@@ -148,7 +153,7 @@ class Event(SQLModel, table=True):
     source_event_id: str | None = None
     occurred_at: datetime = _ts()
     received_at: datetime = _ts()
-    message_id: int | None = None
+    message_id: int | None = Field(default=None, index=True)
     properties: dict[str, Any] = _json()
     raw: dict[str, Any] = _json()
 
@@ -164,7 +169,8 @@ class ConsentRecord(SQLModel, table=True):
     action: str
     legal_basis: str = "consent"
     source: str
-    address: str = ""
+    #: indexed: a STOP speaks for the number, whoever holds it now
+    address: str = Field(default="", index=True)
     evidence: dict[str, Any] = _json()
     recorded_at: datetime = _ts()
 
@@ -237,10 +243,64 @@ class LedgerVersion(SQLModel, table=True):
 
 
 class JourneyVersion(SQLModel, table=True):
-    """Each applied version of a journey file (`nurture plan` / `apply`)."""
+    """Each applied version of a journey file (`nurture plan` / `apply`), with its source:
+    the daemon runs these, never the files, and an enrollment the version it entered."""
 
     journey_id: str = Field(primary_key=True)
     version: str = Field(primary_key=True)
     path: str = ""
     source: str = ""
     applied_at: datetime = _ts()
+
+
+class JourneyState(SQLModel, table=True):
+    """What is applied of each journey: its current version (None once removed), whether
+    an operator paused it, and the entry sweep over every contact still to finish."""
+
+    journey_id: str = Field(primary_key=True)
+    version: str | None = None
+    paused: bool = False
+    #: contacts with a greater id are still to be evaluated against its entry
+    sweep_after: int | None = None
+    applied_at: datetime = _ts()
+    removed_at: datetime | None = _ts(nullable=True)
+    updated_at: datetime = _ts()
+
+
+class StepRun(SQLModel, table=True):
+    """One step an enrollment took, with what it decided: the path trace of `contact show`
+    (branch case chosen, wait_for outcome and its time, why it blocked)."""
+
+    __table_args__ = (Index("ix_steprun_enrollment", "enrollment_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    enrollment_id: int
+    contact_id: int = Field(index=True)
+    journey_id: str
+    journey_version: str
+    step_id: str | None = None
+    #: the step's type (send, wait, branch…), or entry / end / operator
+    kind: str
+    #: what happened: sent, skipped, waiting, event, timeout, case 1, else, blocked…
+    outcome: str
+    detail: str = ""
+    at: datetime = _ts()
+    #: when the wait it started ends (a wait's end, a wait_for's timeout)
+    until: datetime | None = _ts(nullable=True)
+
+
+class SendPace(SQLModel, table=True):
+    """When each sender may send next, shared by every daemon (`store.pacing`)."""
+
+    sender: str = Field(primary_key=True)
+    #: seconds since the epoch, on the database's clock (a pacing clock, not a date)
+    free_at: float = 0.0
+
+
+class DaemonBeat(SQLModel, table=True):
+    """Each daemon's last tick and what it did (`nurture status`, `/healthz`)."""
+
+    worker: str = Field(primary_key=True)
+    started_at: datetime = _ts()
+    last_tick_at: datetime = _ts()
+    last_report: dict[str, Any] = _json()

@@ -17,26 +17,28 @@ from nurture.store import queries as store
 from nurture.store import tables as models
 from nurture.store.codec import execute_many
 
-ENROLLMENT_FIELDS = ("step_id", "seq", "state", "next_run_at", "wait_event", "ended_at",
-                     "end_reason", "last_error", "updated_at")
+ENROLLMENT_FIELDS = ("journey_version", "step_id", "seq", "state", "next_run_at", "wait_event",
+                     "wait_step", "ended_at", "end_reason", "last_error", "updated_at")
 MESSAGE_RESULT_FIELDS = ("state", "provider", "provider_message_id", "attempts", "error",
                          "sent_at", "next_attempt_at", "updated_at", "lease_until",
                          "retry_payload", "skip_reason")
 
 
-#: what a run needs of a claimed enrollment (timestamps are only written, never read)
+#: what a run needs of a claimed enrollment (`updated_at`: when intake resumed a wait_for)
 CLAIM_COLUMNS = ("id", "contact_id", "journey_id", "journey_version", "step_id", "seq",
-                 "state", "wait_event", "end_reason", "last_error")
+                 "state", "wait_event", "wait_step", "end_reason", "last_error", "updated_at")
 
 
 def claim_due(conn: Connection, now: datetime, limit: int, worker: str,
-              lease_until: datetime) -> list[dict[str, Any]]:
+              lease_until: datetime, skip_journeys: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Take up to `limit` due enrollments for this worker until `lease_until`: one
     UPDATE … RETURNING over the due rows (on PostgreSQL locked with SKIP LOCKED, so
-    several daemons never take the same row)."""
+    several daemons never take the same row). `skip_journeys`: paused ones."""
     t = db.enrollment
-    due = (select(t.c.id).where(t.c.next_run_at <= now, store.unclaimed(now))
-           .order_by(t.c.next_run_at, t.c.id).limit(limit))
+    where = [t.c.next_run_at <= now, store.unclaimed(now)]
+    if skip_journeys:
+        where.append(t.c.journey_id.not_in(list(skip_journeys)))
+    due = (select(t.c.id).where(*where).order_by(t.c.next_run_at, t.c.id).limit(limit))
     if conn.dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
     claim = (update(t).where(t.c.id.in_(due.scalar_subquery()))
@@ -44,7 +46,7 @@ def claim_due(conn: Connection, now: datetime, limit: int, worker: str,
              .returning(*(t.c[name] for name in CLAIM_COLUMNS)))
     rows = [dict(zip(CLAIM_COLUMNS, row, strict=True)) for row in conn.execute(claim)]
     for row in rows:
-        row.update(next_run_at=None, ended_at=None, updated_at=None)
+        row.update(next_run_at=None, ended_at=None)
     rows.sort(key=lambda row: row["id"])
     return rows
 

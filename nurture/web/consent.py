@@ -1,5 +1,11 @@
 """`POST /consent` (API key) records consent from a sign-up form, with its evidence;
-`/consent/confirm/{token}` completes a double opt-in (GET shows a button, POST confirms)."""
+`/consent/confirm/{token}` completes a double opt-in (GET shows a button, POST confirms).
+
+A form's fields are checked at the edge before anything is recorded: purposes declared in
+config.toml, attributes declared there and of their declared type, an ISO country, a
+configured locale, an IANA time zone, an IP address for the visitor; 422 names each field
+at fault.
+"""
 
 from __future__ import annotations
 
@@ -15,40 +21,78 @@ from nurture.engine.send import deliver
 from nurture.errors import ContactError, SignatureError, TemplateError
 from nurture.services import signup
 from nurture.web import pages
-from nurture.web.deps import ApiKey, NowDep, RuntimeDep
+from nurture.web.deps import KeyedRoute, NowDep, RuntimeDep
+from nurture.web.fields import (
+    IpAddress,
+    Problem,
+    Text,
+    attribute_problems,
+    country_problem,
+    invalid,
+    purpose_problems,
+    time_zones,
+)
 from nurture.web.unsubscribe import client_evidence
 
+#: the API-key route; `router` has the confirmation pages people open
+api = APIRouter(route_class=KeyedRoute)
 router = APIRouter()
 
 
 class ConsentIn(BaseModel):
     """A sign-up form's submission: who, what for, and exactly what they were told."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "email": "camille@example.com", "locale": "fr", "country": "FR",
+        "channels": ["email"], "purposes": ["newsletter"], "source": "website",
+        "form_id": "newsletter-footer", "wording_version": "v3",
+        "wording": "Je souhaite recevoir la lettre d'information.",
+        "ip": "203.0.113.7", "user_agent": "Mozilla/5.0"}]})
 
-    email: str | None = None
-    phone: str | None = None
-    locale: str | None = None
-    timezone: str | None = None
-    country: str | None = Field(default=None, min_length=2, max_length=2)
-    attributes: dict[str, str | int | float | bool | None] = {}
-    channels: list[Literal["email", "sms"]] = Field(min_length=1)
-    purposes: list[str] = Field(min_length=1)
+    email: Text | None = Field(default=None, max_length=320)
+    phone: Text | None = Field(default=None, max_length=40)
+    #: one of config.toml's `locales`
+    locale: Text | None = Field(default=None, max_length=35)
+    #: an IANA time zone (Europe/Paris)
+    timezone: Text | None = Field(default=None, max_length=64)
+    #: ISO 3166-1 alpha-2
+    country: Text | None = Field(default=None, min_length=2, max_length=2)
+    #: attributes declared in config.toml (`[attributes.NAME]`), each of its declared type
+    attributes: dict[Text, str | int | float | bool | None] = Field(default={}, max_length=100)
+    channels: list[Literal["email", "sms"]] = Field(min_length=1, max_length=2)
+    #: purposes declared in config.toml (`[purposes.NAME]`)
+    purposes: list[Text] = Field(min_length=1, max_length=50)
     #: where it came from (e.g. the site) and which form
-    source: str = Field(default="api", min_length=1, max_length=100)
-    form_id: str | None = Field(default=None, max_length=200)
+    source: Text = Field(default="api", min_length=1, max_length=100)
+    form_id: Text | None = Field(default=None, max_length=200)
     #: the exact text next to the box the person ticked, and its version
-    wording: str = Field(min_length=1, max_length=5000)
-    wording_version: str = Field(default="", max_length=100)
+    wording: Text = Field(min_length=1, max_length=5000)
+    wording_version: Text = Field(default="", max_length=100)
     double_opt_in: bool = False
     #: the visitor's IP and browser when a server relays the form (else the caller's)
-    ip: str | None = Field(default=None, max_length=64)
-    user_agent: str | None = Field(default=None, max_length=1000)
+    ip: IpAddress | None = None
+    user_agent: Text | None = Field(default=None, max_length=1000)
 
 
-@router.post("/consent", status_code=201, dependencies=[ApiKey])
+def problems(rt: Runtime, body: ConsentIn) -> list[Problem]:
+    """What the form's model cannot know: the names config.toml declares."""
+    settings = rt.settings
+    found = [*purpose_problems(settings, body.purposes, ("purposes",)),
+             *attribute_problems(settings, body.attributes, ("attributes",))]
+    if body.country and (problem := country_problem(body.country)):
+        found.append((("country",), problem))
+    if body.locale and body.locale not in settings.locales:
+        found.append((("locale",), f"must be one of {settings.locales}"))
+    if body.timezone and body.timezone not in time_zones():
+        found.append((("timezone",), "is not an IANA time zone (e.g. Europe/Paris)"))
+    return found
+
+
+@api.post("/consent", status_code=201)
 def record_consent(body: ConsentIn, request: Request, rt: RuntimeDep,
                    now: NowDep) -> dict[str, Any]:
+    if found := problems(rt, body):
+        raise invalid(found)
     caller = client_evidence(request)
     client = {"ip": body.ip or caller["ip"], "user_agent": body.user_agent or caller["user_agent"],
               "received_from": caller["ip"]}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Response
+from fastapi.routing import APIRoute
 from sqlalchemy import Connection
 
 from nurture.engine.runtime import Runtime
@@ -53,3 +54,20 @@ def require_api_key(request: Request, runtime: RuntimeDep) -> None:
 
 
 ApiKey = Depends(require_api_key)
+
+
+class KeyedRoute(APIRoute):
+    """A route for API-key holders only (`APIRouter(route_class=KeyedRoute)`).
+
+    FastAPI reads and parses a route's body before it solves the route's dependencies, so
+    a key checked as a dependency comes after a stranger's body was read. The key is a
+    header: this route checks it first, and without it the body is never read."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def keyed(request: Request) -> Response:
+            require_api_key(request, get_runtime(request))
+            return await handler(request)
+
+        return keyed

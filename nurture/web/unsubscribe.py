@@ -6,7 +6,9 @@
   the message's channel and purpose at once and answers 200: no redirect, no cookie, no
   login — the signed token is the secret. Repeating it adds nothing.
 - POST of the preference form needs its CSRF token (an HMAC of the link token).
-A tampered or truncated token gets 400 and changes nothing.
+- HEAD is answered like GET (link checkers and mail clients probe with it).
+A tampered or truncated token gets 400 and changes nothing; it is checked before the body
+is read (bodies are capped at 64 KB by `limits`).
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from nurture.services import preferences
 from nurture.vocab import ALL_PURPOSES
 from nurture.web import pages
 from nurture.web.deps import NowDep, RuntimeDep
+from nurture.web.fields import text_problem
 
 router = APIRouter()
 
-MAX_BODY = 64 * 1024
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
@@ -47,10 +49,13 @@ class Posted:
         return self.fields.get("List-Unsubscribe") == ["One-Click"]
 
 
-async def read_form(request: Request) -> Posted:
-    length = request.headers.get("content-length") or "0"
-    if not length.isdigit() or int(length) > MAX_BODY:
-        raise HTTPException(413, "request body too large")
+async def read_form(token: str, request: Request, rt: RuntimeDep) -> Posted:
+    """The form, once the link's signature checked out from the URL alone: a forged link's
+    body is never read (the handler answers it 400, as it does any bad link)."""
+    try:
+        rt.links.message_id_from(token)
+    except SignatureError:
+        return Posted({}, b"", "")
     raw = await request.body()
     content_type = request.headers.get("content-type", "")
     fields: dict[str, list[str]] = {}
@@ -62,7 +67,11 @@ async def read_form(request: Request) -> Posted:
                         fields.setdefault(key, []).append(value)
         except Exception as e:  # malformed multipart: the parser's own error types vary
             raise HTTPException(400, f"malformed form body: {e}") from e
-    return Posted(fields, raw, content_type)
+    # NUL bytes or lone surrogates are nothing our page or RFC 8058 sends, and no database
+    # stores them: such fields are dropped (an unsubscribe never fails for them)
+    storable = {name: kept for name, values in fields.items() if not text_problem(name)
+                if (kept := [v for v in values if not text_problem(v)])}
+    return Posted(storable, raw.replace(b"\x00", b""), content_type)
 
 
 def client_evidence(request: Request) -> dict[str, str]:
@@ -104,6 +113,7 @@ def _page(rt: Runtime, conn: Any, token: str, target: preferences.LinkTarget, la
 
 
 @router.get("/u/{token}", response_class=HTMLResponse)
+@router.head("/u/{token}", response_class=HTMLResponse)
 def preference_page(token: str, request: Request, rt: RuntimeDep) -> HTMLResponse:
     try:
         with rt.db.begin() as conn:

@@ -1,9 +1,12 @@
 """SendGrid webhooks: the Signed Event Webhook, and Inbound Parse for email replies.
 
-Nothing is read before it is authenticated: the event body is verified byte for byte
+Nothing is parsed before it is authenticated: the event body is verified byte for byte
 (ECDSA, public key from `SENDGRID_WEBHOOK_PUBLIC_KEY`), the inbound URL carries a secret
-(`SENDGRID_INBOUND_SECRET`). A bad signature or secret gets 403 and stores nothing; a
-body that is not a JSON array gets 400; within a valid batch every good item is kept.
+(`SENDGRID_INBOUND_SECRET`). What the headers alone can tell is checked before the body
+is read: signature headers present, a fresh timestamp; the inbound secret. A bad
+signature or secret gets 403 and stores nothing; a body that is not a JSON array gets
+400; within a valid batch every good item is kept, and an item no database can store
+(NUL bytes, NaN…) is counted as rejected. Bodies are capped by `limits`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -19,6 +23,7 @@ from nurture.errors import ConfigError, SignatureError
 from nurture.intake import feedback
 from nurture.providers import sendgrid
 from nurture.web.deps import ConnDep, NowDep, RuntimeDep
+from nurture.web.fields import json_problems, text_fields
 
 PUBLIC_KEY_ENV = "SENDGRID_WEBHOOK_PUBLIC_KEY"
 INBOUND_SECRET_ENV = "SENDGRID_INBOUND_SECRET"
@@ -37,9 +42,23 @@ def _env_secret(name: str) -> str:
     return value
 
 
+def _fresh_headers(request: Request, now: datetime) -> None:
+    """Refuse, from the headers alone, what the signature check would refuse anyway."""
+    signature = request.headers.get(SIGNATURE_HEADER, "")
+    timestamp = request.headers.get(TIMESTAMP_HEADER, "")
+    if not signature or not timestamp:
+        raise HTTPException(403, "missing signature headers")
+    if not timestamp.isdigit() or len(timestamp) > 12:
+        raise HTTPException(403, "bad signature timestamp")
+    sent_at = datetime.fromtimestamp(int(timestamp), UTC)
+    if abs(now - sent_at) > sendgrid.MAX_SIGNATURE_AGE:
+        raise HTTPException(403, "stale signature timestamp")
+
+
 async def signed_events(request: Request, now: NowDep) -> list[Any]:
     """The verified body as a JSON array: 403 when unsigned or stale, 400 when not JSON."""
     key = _env_secret(PUBLIC_KEY_ENV)
+    _fresh_headers(request, now)
     body = await request.body()
     try:
         sendgrid.verify_signature(key, body, request.headers.get(SIGNATURE_HEADER, ""),
@@ -61,7 +80,10 @@ async def signed_events(request: Request, now: NowDep) -> list[Any]:
 def events(items: Annotated[list[Any], Depends(signed_events)], rt: RuntimeDep,
            conn: ConnDep, now: NowDep) -> dict[str, int]:
     parsed, rejected = [], 0
-    for item in items:
+    for index, item in enumerate(items):
+        if next(json_problems(item, (index,)), None):
+            rejected += 1
+            continue
         try:
             parsed.append(sendgrid.parse_event(item, now))
         except ValueError:
@@ -78,7 +100,8 @@ async def inbound_fields(secret: str, request: Request) -> dict[str, str]:
         raise HTTPException(403, "wrong inbound secret")
     # raw mode posts the whole MIME message (attachments too) as one field
     async with request.form(max_part_size=MAX_INBOUND_BYTES) as form:
-        return {name: value for name, value in form.multi_items() if isinstance(value, str)}
+        fields = {name: value for name, value in form.multi_items() if isinstance(value, str)}
+    return text_fields(fields)
 
 
 @router.post("/inbound/{secret}")

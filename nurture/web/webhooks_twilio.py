@@ -2,8 +2,12 @@
 
 Every request is checked with the SDK's `RequestValidator` (auth token from
 `TWILIO_AUTH_TOKEN`) against the public URL Twilio called: `public_base_url` + path +
-query, with scheme and host taken from `X-Forwarded-Proto` / `X-Forwarded-Host` when a
-proxy sets them. A bad signature gets 403 and stores nothing.
+query. Behind a proxy listed in `trusted_proxies`, the scheme and host it forwarded
+(`X-Forwarded-Proto` / `X-Forwarded-Host`) are tried too; from anyone else those headers
+never reach this module (`proxies`), so a signature made for another deployment on the
+same Twilio account cannot be replayed here by naming that deployment's host. A missing
+or bad signature gets 403 and stores nothing; the signature covers the fields, so they
+are read first (64 KB at most: `limits`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from nurture.errors import SignatureError
 from nurture.intake import feedback
 from nurture.providers import twilio
 from nurture.web.deps import ConnDep, NowDep, RuntimeDep
+from nurture.web.fields import Text, text_fields
+from nurture.web.proxies import last_value
 
 AUTH_TOKEN_ENV = "TWILIO_AUTH_TOKEN"
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -27,12 +33,12 @@ router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
 
 
 def public_urls(base_url: str, request: Request) -> list[str]:
-    """The URL Twilio signed: as a proxy forwarded it, then as configured."""
+    """The URL Twilio signed: as a trusted proxy forwarded it, then as configured."""
     base = urlsplit(base_url)
     path = base.path.rstrip("/") + request.url.path
     query = request.url.query
-    proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip()
-    host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+    proto = last_value(request.headers.get("x-forwarded-proto", "")).lower()
+    host = last_value(request.headers.get("x-forwarded-host", ""))
     forwarded = urlunsplit((proto or base.scheme, host or base.netloc, path, query, ""))
     configured = urlunsplit((base.scheme, base.netloc, path, query, ""))
     return list(dict.fromkeys([forwarded, configured]))
@@ -43,13 +49,17 @@ async def signed_form(request: Request, rt: RuntimeDep) -> dict[str, str]:
     token = os.environ.get(AUTH_TOKEN_ENV, "").strip()
     if not token:
         raise HTTPException(503, f"{AUTH_TOKEN_ENV} is not set on this server")
-    async with request.form() as form:
+    signature = request.headers.get(SIGNATURE_HEADER, "")
+    if not signature:
+        raise HTTPException(403, f"{SIGNATURE_HEADER} is missing")
+    async with request.form(max_files=0) as form:
         try:
             twilio.verify_request(token, public_urls(rt.settings.public_base_url, request),
-                                  form, request.headers.get(SIGNATURE_HEADER, ""))
+                                  form, signature)
         except SignatureError as e:
             raise HTTPException(403, str(e)) from e
-        return {name: value for name, value in form.multi_items() if isinstance(value, str)}
+        fields = {name: value for name, value in form.multi_items() if isinstance(value, str)}
+    return text_fields(fields)
 
 
 SignedForm = Annotated[dict[str, str], Depends(signed_form)]
@@ -70,7 +80,7 @@ def inbound_sms(form: SignedForm, rt: RuntimeDep, conn: ConnDep, now: NowDep) ->
 
 @router.post("/status", status_code=204)
 def status(form: SignedForm, rt: RuntimeDep, conn: ConnDep, now: NowDep,
-           m: Annotated[str | None, Query(max_length=64)] = None) -> Response:
+           m: Annotated[Text | None, Query(max_length=64)] = None) -> Response:
     try:
         event = twilio.parse_status(form, m, now)
     except ValueError as e:
