@@ -110,7 +110,7 @@ def test_unknown_keys_name_the_step_and_the_keys_it_takes(tmp_path: Path) -> Non
         (6, "unknown key 'colour' (known keys: id, name, description, purpose, entry, reentry, "
             "exit_when, goal, send_window, stop_on_reply, exclusive, priority, migrate, steps)"),
         (11, "step 'welcome': unknown key 'tempalte' (did you mean 'template'? known keys: id, "
-             "note, type, channel, template, purpose)"),
+             "note, type, channel, template, variants, purpose)"),
     ]
 
 

@@ -97,7 +97,7 @@ RULES = [
     Rule("unknown-key", (journey_at(
         "unknown-key", 11, "subject: Your guide",
         "step 'welcome': unknown key 'subject' (known keys: id, note, type, channel, template, "
-        "purpose)"),)),
+        "variants, purpose)"),)),
     Rule("duplicate-step-id", (journey_at(
         "duplicate-step-id", 14, "- id: reminder",
         "duplicate step id 'reminder' (first at line 11)"),)),

@@ -6,9 +6,19 @@ outcomes, `exit`, `move_to`). Running past the last step completes the enrollmen
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 
 from nurture.config.settings import WindowRule
 from nurture.durations import parse_duration
@@ -28,14 +38,81 @@ class _Step(_Data):
     note: str = ""
 
 
+class Variant(_Data):
+    """One template of an A/B test, with its share of the contacts."""
+
+    template: str = Field(min_length=1)
+    #: relative share: 70 and 30 send the first to about 70 % of contacts
+    weight: float = Field(allow_inf_nan=False, json_schema_extra={"exclusiveMinimum": 0})
+
+    @field_validator("weight")
+    @classmethod
+    def _positive(cls, weight: float) -> float:
+        if weight <= 0:
+            raise ValueError(f"a variant's weight must be above 0, not {weight:g}")
+        return weight
+
+
 class SendStep(_Step):
-    """Render a template and send it, if every gate lets it through."""
+    """Render a template and send it, if every gate lets it through.
+
+    With `variants` instead of `template`, each contact gets one of them, chosen by
+    weight and sticky (see `choose_variant`): the message records which one.
+    """
 
     type: Literal["send"]
     channel: Literal["email", "sms"]
-    template: str = Field(min_length=1)
+    template: str | None = Field(default=None, min_length=1)
+    #: two or more templates with weights (instead of `template`): an A/B test
+    variants: list[Variant] | None = None
     #: overrides the journey's purpose for this message
     purpose: str | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _template_or_variants(cls, data: Any,
+                              handler: ModelWrapValidatorHandler[SendStep]) -> SendStep:
+        """Neither key: `'template' is required`, said beside the step's other problems
+        (as when `template` was the only way), not instead of them."""
+        if not isinstance(data, dict) or "template" in data or "variants" in data:
+            return handler(data)
+        missing: InitErrorDetails = {"type": "missing", "loc": ("template",), "input": data}
+        try:
+            handler(data)
+        except ValidationError as e:
+            found = [InitErrorDetails(type=d["type"], loc=d["loc"], input=d["input"],
+                                      ctx=d.get("ctx", {})) for d in e.errors()]
+            raise ValidationError.from_exception_data(e.title, [*found, missing]) from None
+        raise ValidationError.from_exception_data(cls.__name__, [missing])
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SendStep:
+        if self.template is not None and self.variants is not None:
+            raise ValueError("a send step needs exactly one of 'template' or 'variants'")
+        if self.variants is not None and len(self.variants) < 2:
+            raise ValueError("'variants' needs two or more templates (for one, write "
+                             "'template')")
+        return self
+
+    @property
+    def templates(self) -> list[str]:
+        """Every template the step may send, in file order."""
+        return [v.template for v in self.variants] if self.variants else [self.template or ""]
+
+
+def choose_variant(step: SendStep, contact_id: int, journey_id: str) -> Variant | None:
+    """The contact's variant of `step` (None for a single template): a hash of contact,
+    journey and step mapped onto the cumulative weights, so every run picks the same one
+    (retries, re-runs, a second enrollment) without storing a choice beforehand."""
+    if not step.variants:
+        return None
+    digest = hashlib.sha256(f"{contact_id}:{journey_id}:{step.id}".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") / 2**64 * sum(v.weight for v in step.variants)
+    for variant in step.variants:
+        point -= variant.weight
+        if point < 0:
+            return variant
+    return step.variants[-1]  # float rounding at the very top of the range
 
 
 class WaitUntil(_Data):

@@ -283,33 +283,37 @@ def _send(loaded: LoadedJourney, step: J.SendStep, contact: ContactView, outcome
         outcome.deferred = True
         return False
     public_id = send.new_public_id(now)
+    variant = J.choose_variant(step, contact.id, loaded.id)
+    template = variant.template if variant else step.template or ""
     row: dict[str, Any] = {"public_id": public_id, "contact_id": contact.id, "enrollment": state,
            "step_id": step.id, "channel": step.channel, "purpose": purpose,
-           "template": step.template, "to": contact.address(step.channel) or "", "now": now}
+           "template": template, "to": contact.address(step.channel) or "", "now": now}
+    tag = {"variant": variant.template if variant else None}
     if isinstance(verdict, gates.Skipped):
         outcome.messages.append(send.message_row(**row, state=MessageState.SKIPPED,
                                                  skip_reason=verdict.reason,
-                                                 error=verdict.detail))
+                                                 error=verdict.detail) | tag)
         outcome.trace("send", "skipped", f"{verdict.reason}: {verdict.detail}", now)
         return True
     try:
-        composed = compose(batch, loaded, step, contact, purpose, public_id)
+        composed = compose(batch, loaded, step, contact, purpose, public_id, template)
     except TemplateError as e:
         outcome.messages.append(send.message_row(**row, state=MessageState.SKIPPED,
                                                  skip_reason=SkipReason.RENDER_ERROR,
-                                                 error=str(e)))
+                                                 error=str(e)) | tag)
         raise
     refused = _sms_refusal(batch.settings, composed)
     if refused is not None:
         outcome.messages.append(send.message_row(
             **row, state=MessageState.SKIPPED, skip_reason=refused.reason, error=refused.detail,
-            locale=composed.locale, text=composed.message.text, segments=composed.segments))
+            locale=composed.locale, text=composed.message.text, segments=composed.segments)
+            | tag)
         outcome.trace("send", "skipped", f"{refused.reason}: {refused.detail}", now)
         return True
-    outcome.messages.append(send.row_for(composed, template=step.template, now=now,
+    outcome.messages.append(send.row_for(composed, template=template, now=now,
                                          lease_until=lease_until, enrollment=state,
-                                         step_id=step.id))
-    outcome.trace("send", "sent", f"{step.channel} {step.template} ({composed.locale})", now)
+                                         step_id=step.id) | tag)
+    outcome.trace("send", "sent", f"{step.channel} {template} ({composed.locale})", now)
     outcome.outgoing.append(composed.message)
     batch.gate_state.record_send(contact.id, step.channel, batch.settings.frequency_caps)
     return True
@@ -331,15 +335,16 @@ def _sms_refusal(settings: Settings, composed: send.Composed) -> gates.Skipped |
 
 
 def compose(batch: Batch, loaded: LoadedJourney, step: J.SendStep, contact: ContactView,
-            purpose: str, public_id: str) -> send.Composed:
-    """Render the step's template for this contact into a message for the provider."""
+            purpose: str, public_id: str, template: str) -> send.Composed:
+    """Render `template` (the step's, or the contact's variant of it) into a message for
+    the provider."""
     links = MessageLinks(batch.links, public_id)
     context = template_context(batch.settings, contact, links, public_id, loaded.journey)
     if step.channel == "sms":
         return send.compose_sms(batch.settings, batch.catalog, batch.links,
-                                template=step.template, contact=contact, context=context,
+                                template=template, contact=contact, context=context,
                                 purpose=purpose, public_id=public_id, now=batch.now)
-    return send.compose_email(batch.settings, batch.catalog, template=step.template,
+    return send.compose_email(batch.settings, batch.catalog, template=template,
                               contact=contact, context=context, purpose=purpose,
                               public_id=public_id, now=batch.now,
                               categories=(loaded.id, step.id))

@@ -63,10 +63,19 @@ def build_report(conn: Connection, journeys: Mapping[str, LoadedJourney], now: d
                      "by_temperature": reports.contacts_by(conn, "temperature")},
         "conversions": _conversions(conn, scope.since),
         "journeys": _journeys(conn, journeys, funnels, figures["steps"], scope),
-        "templates": [{k: row[k] for k in reports.template_keys()} | _figures(row)
-                      for row in figures["templates"]],
+        "templates": _templates(conn, figures["templates"], scope),
         "skipped_by_reason": by_reason.get((), {}),
     }
+
+
+def _templates(conn: Connection, rows: Iterable[Mapping[str, Any]],
+               scope: Scope) -> list[dict[str, Any]]:
+    """Per template and variant: its message figures, `contacts` reached (the sample size)
+    and the enrollments it was part of that reached their goal."""
+    keys = reports.template_keys()
+    goals = _counts(reports.goals_by(conn, keys, scope))
+    return [{k: row[k] for k in keys} | _figures(row)
+            | {"goal_reached": goals.get(tuple(row[k] for k in keys), 0)} for row in rows]
 
 
 def _figures(row: Mapping[str, Any]) -> dict[str, int]:
@@ -125,7 +134,7 @@ def _step(loaded: LoadedJourney | None, sid: str, figures: Mapping[str, Any] | N
     row: dict[str, Any] = {"step": sid, "type": step.type if step else "removed",
                            "channel": None, "template": None}
     if isinstance(step, SendStep):
-        row.update(channel=step.channel, template=step.template)
+        row.update(channel=step.channel, template=", ".join(step.templates))
     # entered: the path trace, or the messages where the trace is younger than them
     row["entered"] = max(entered, int(figures["enrollments"]) if figures else 0)
     sends = figures is not None or isinstance(step, SendStep)

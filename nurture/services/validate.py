@@ -77,7 +77,8 @@ def _journeys_without_config(config_path: Path) -> list[Problem]:
 
 def check_templates(settings: Settings, catalog: TemplateCatalog,
                     journeys: list[LoadedJourney]) -> list[Problem]:
-    """Every template a send step names, in every locale; missing ones at the step's line.
+    """Every template a send step names (each variant's too), in every locale; missing
+    ones at the line that names them.
 
     A locale that falls back to another language's file is a warning there (an error in
     production mode): "English contacts silently get French".
@@ -90,32 +91,33 @@ def check_templates(settings: Settings, catalog: TemplateCatalog,
         for index, step in enumerate(loaded.journey.steps):
             if not isinstance(step, SendStep):
                 continue
-            line = loaded.line_of("steps", index, "template")
-            first = (step.channel, step.template) not in named
-            named.add((step.channel, step.template))
             purpose = settings.purposes.get(step.purpose or loaded.journey.purpose)
             marketing = purpose.marketing if purpose else True
-            try:
-                for locale in settings.locales:
-                    catalog.resolve(step.channel, step.template, locale)
-            except TemplateError as e:
-                others = [n for n in catalog.names(step.channel) if n != step.template]
-                hint = difflib.get_close_matches(step.template, others, n=1)
-                problems.append(Problem(str(loaded.path), line,
-                                        str(e) + (f"; did you mean '{hint[0]}'?" if hint else "")))
-                continue
-            if first:
-                problems += [Problem(str(loaded.path), line, message, severity) for message
-                             in template_checks.missing_translations(catalog, step.channel,
-                                                                     step.template)]
-            key = (step.channel, step.template, marketing)
-            if key in checked:
-                continue
-            checked.add(key)
-            problems.extend(template_checks.check(
-                catalog, step.channel, step.template, marketing=marketing,
-                max_sms_segments=settings.sms.max_segments,
-                stop_mention=settings.sms.stop_mention))
+            for loc, template in _step_templates(index, step):
+                line = loaded.line_of(*loc)
+                first = (step.channel, template) not in named
+                named.add((step.channel, template))
+                try:
+                    for locale in settings.locales:
+                        catalog.resolve(step.channel, template, locale)
+                except TemplateError as e:
+                    others = [n for n in catalog.names(step.channel) if n != template]
+                    hint = difflib.get_close_matches(template, others, n=1)
+                    problems.append(Problem(str(loaded.path), line, str(e) + (
+                        f"; did you mean '{hint[0]}'?" if hint else "")))
+                    continue
+                if first:
+                    problems += [Problem(str(loaded.path), line, message, severity)
+                                 for message in template_checks.missing_translations(
+                                     catalog, step.channel, template)]
+                key = (step.channel, template, marketing)
+                if key in checked:
+                    continue
+                checked.add(key)
+                problems.extend(template_checks.check(
+                    catalog, step.channel, template, marketing=marketing,
+                    max_sms_segments=settings.sms.max_segments,
+                    stop_mention=settings.sms.stop_mention))
     # the others (consent confirmation, sales notification…) are sent outside journeys:
     # checked as non-marketing, since no purpose says otherwise
     for channel in ("email", "sms"):
@@ -129,6 +131,14 @@ def check_templates(settings: Settings, catalog: TemplateCatalog,
                              for message in template_checks.missing_translations(
                                  catalog, channel, name)]
     return problems
+
+
+def _step_templates(index: int, step: SendStep) -> list[tuple[tuple[str | int, ...], str]]:
+    """Each template of a send step with the key that names it: every variant's too."""
+    if step.variants:
+        return [(("steps", index, "variants", i, "template"), variant.template)
+                for i, variant in enumerate(step.variants)]
+    return [(("steps", index, "template"), step.template or "")]
 
 
 def _default_file(catalog: TemplateCatalog, channel: str, name: str) -> str:

@@ -168,6 +168,18 @@ def template_keys() -> tuple[str, ...]:
     return ("channel", "template", *(("variant",) if "variant" in db.message.c else ()))
 
 
+def goals_by(conn: Connection, keys: Sequence[str], scope: Scope) -> list[dict[str, Any]]:
+    """Per `message` columns `keys` (`template_keys`: per variant), the enrollments that
+    had such a message and left on their journey's goal (`count`)."""
+    m, en = db.message, db.enrollment
+    columns = [m.c[k] for k in keys]
+    stmt = (select(*columns, func.count(distinct(en.c.id)).label("count"))
+            .select_from(m.join(en, en.c.id == m.c.enrollment_id))
+            .where(en.c.end_reason == GOAL_REACHED)
+            .group_by(*columns).order_by(*columns))
+    return [dict(row) for row in conn.execute(_message_filter(stmt, scope)).mappings()]
+
+
 def skip_reasons(conn: Connection, keys: Sequence[str], scope: Scope) -> list[dict[str, Any]]:
     """Skipped messages per `keys` and reason (`skip_reason` last in each row)."""
     m = db.message

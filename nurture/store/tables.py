@@ -117,6 +117,8 @@ class Message(SQLModel, table=True):
     channel: str
     purpose: str
     template: str
+    #: the variant of an A/B-tested send step this message is (its template); else None
+    variant: str | None = None
     locale: str = ""
     state: str
     skip_reason: str | None = None
