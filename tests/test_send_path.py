@@ -297,3 +297,24 @@ notify_email = "sales@acme.test"
         assert {m["kind"] for m in shown["messages"]} >= {"confirmation", "notification"}
         gdpr.forget_contact(conn, contacts.find_contact(conn, EMAIL), NOW)
     assert messages(rt) == []
+
+
+def test_a_retry_of_a_paused_journey_waits_for_resume(tmp_path: Path, api: FakeApi) -> None:
+    from nurture.services import journeys
+
+    rt = engine(tmp_path, api, {"welcome": EMAIL_SERIES})
+    add_contact(rt, NOW, EMAIL)
+    first_attempt_refused(rt, api)
+    with rt.db.begin() as conn:
+        journeys.pause(conn, rt, "welcome", NOW)
+
+    tick(rt, NOW + timedelta(hours=1))
+    [held] = messages(rt)
+    assert held["state"] == "retrying" and held["next_attempt_at"] > NOW + timedelta(hours=1)
+    assert len(api.sent("/v3/mail/send")) == 1
+
+    with rt.db.begin() as conn:
+        journeys.resume(conn, rt, "welcome", NOW + timedelta(hours=2))
+    tick(rt, held["next_attempt_at"])
+    [sent] = messages(rt)
+    assert sent["state"] == "sent" and len(api.sent("/v3/mail/send")) == 2

@@ -22,7 +22,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -214,6 +214,7 @@ class Guard:
         self.state = gates.GateState({}, set())
         self._reader: contextlib.ExitStack | None = None
         self._conn: Connection | None = None
+        self._version: Callable[[], int] = lambda: 0
 
     def __enter__(self) -> Guard:
         self._reader = contextlib.ExitStack()
@@ -351,6 +352,9 @@ def deliver(rt: Runtime, messages: Sequence[OutgoingMessage], now: datetime,
         done.unknown += state == MessageState.UNKNOWN
     return done
 
+
+#: how often a retry of a paused journey looks again
+PAUSED_RETRY = timedelta(hours=1)
 
 #: outcomes written together, at most (messages, seconds)
 RESULT_CHUNK = 100
@@ -497,6 +501,9 @@ def _regate(conn: Connection, rt: Runtime, rows: list[dict[str, Any]], now: date
         verdict: gates.GateResult
         if contact is None:
             verdict = gates.Skipped(SkipReason.NO_ADDRESS, "contact no longer exists")
+        elif row["journey_id"] in rt.paused:
+            # a paused journey sends nothing, its retries included: they wait for resume
+            verdict = gates.Deferred(now + PAUSED_RETRY, "journey paused")
         elif row["kind"] != MessageKind.JOURNEY:
             verdict = (gates.Skipped(SkipReason.SUPPRESSED, "address on the suppression list")
                        if address_hash(row["to_address"]) in state.suppressed else None)

@@ -12,6 +12,7 @@ version, a removal, a pause. Enrollments of a paused journey are not claimed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -52,10 +53,7 @@ class TickReport:
     skipped: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"entered": self.entered, "processed": self.processed, "sent": self.sent,
-                "deferred": self.deferred, "failed": self.failed, "blocked": self.blocked,
-                "unknown": self.unknown, "retried": self.retried,
-                "skipped": dict(sorted(self.skipped.items()))}
+        return {**dataclasses.asdict(self), "skipped": dict(sorted(self.skipped.items()))}
 
     def add_delivery(self, done: Delivery) -> None:
         self.sent += done.sent

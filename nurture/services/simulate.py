@@ -28,6 +28,7 @@ from nurture.intake.events import IncomingEvent
 from nurture.intake.ingest import ingest
 from nurture.providers.memory import MemoryProvider
 from nurture.services import journeys
+from nurture.store import maturity as ms
 from nurture.store import schema
 from nurture.store import simulation as sim_store
 from nurture.store.database import Database
@@ -123,7 +124,7 @@ def simulate(settings: Settings, *, days: int, start: datetime,
 
 def _chosen(conn: Any, emails: Sequence[str], sample: int | None, seed: int) -> list[int]:
     if emails:
-        found = sim_store.contact_ids_by_email(conn, [e.lower() for e in emails])
+        found = ms.contact_ids_by_email(conn, [e.lower() for e in emails])
         missing = sorted({e.lower() for e in emails} - set(found))
         if missing:
             raise ContactError(f"no contact {', '.join(missing)}")
@@ -165,7 +166,7 @@ def run_clock(rt: Runtime, start: datetime, end: datetime,
 def play(rt: Runtime, event: ScriptedEvent, now: datetime) -> None:
     """A scripted event happens (as a webhook or the events API would tell it)."""
     with rt.db.begin() as conn:
-        found = sim_store.contact_ids_by_email(conn, [event.email])
+        found = ms.contact_ids_by_email(conn, [event.email])
         if event.email not in found:
             raise ContactError(f"scripted event for {event.email}: not among the simulated "
                                "contacts")

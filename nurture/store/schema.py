@@ -33,8 +33,7 @@ BASELINE = "0001"
 
 
 def _config(conn: Connection) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config = _script_config()
     config.attributes["connection"] = conn
     return config
 

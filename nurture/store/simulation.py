@@ -18,15 +18,6 @@ from nurture.store.tables import LIVE_SQL, RETRYING_SQL
 TIMELINE_FIELDS = ("score", "temperature", "stage", "fit")
 
 
-def contact_ids_by_email(conn: Connection, emails: Sequence[str]) -> dict[str, int]:
-    t = db.contact
-    found: dict[str, int] = {}
-    for part in chunks(list(emails)):
-        for email, cid in conn.execute(select(t.c.email, t.c.id).where(t.c.email.in_(part))):
-            found[str(email)] = int(cid)
-    return found
-
-
 def all_contact_ids(conn: Connection) -> list[int]:
     return [int(i) for i in conn.execute(select(db.contact.c.id).order_by(db.contact.c.id))
             .scalars()]
