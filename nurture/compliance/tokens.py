@@ -6,8 +6,8 @@ tokens (double opt-in) carry a consent request id (and its nonce) and expire.
 
 Tokens go into links that spam filters read: a long run of letters and digits (an
 HMAC in base64, a hex id) can match their cryptocurrency-address rules (26 to 35 base58
-characters starting with 1 or 3, `bc1…`). A dot breaks every run after `MAX_RUN`
-characters; reading a token takes the dots out again where the format has none (the
+characters starting with 1 or 3, `bc1` and 11 or more). A dot breaks every run after
+`MAX_RUN` characters, shorter than the shortest rule; reading a token takes the dots out again where the format has none (the
 signature and timestamp lengths are fixed), so tokens from before read the same.
 """
 
@@ -23,7 +23,7 @@ from nurture.errors import SignatureError
 
 CONFIRM_MAX_AGE = 14 * 24 * 3600
 #: letters and digits in a row in a token, at most
-MAX_RUN = 16
+MAX_RUN = 12
 _RUN = re.compile(rf"[A-Za-z0-9]{{{MAX_RUN}}}(?=[A-Za-z0-9])")
 
 

@@ -52,10 +52,12 @@ log = logging.getLogger("nurture.send")
 
 def new_public_id(now: datetime) -> str:
     """Our message id: time-ordered (the index grows at its end, as rows are added) and
-    80 random bits, so ids cannot be guessed; links carry it signed besides. The dash
-    keeps any run of letters and digits short: 31 hex digits in a row read as a Bitcoin
-    address to spam filters about once in seven emails."""
-    return f"{int(now.timestamp() * 1000):011x}-{os.urandom(10).hex()}"
+    80 random bits, so ids cannot be guessed; links carry it signed besides. The dashes
+    keep every run of letters and digits at 11 or fewer: 31 hex digits in a row read as a
+    Bitcoin address to spam filters about once in seven emails, and 20 still did about
+    once in 40,000 (`bc1` and 17 more; the shortest rule needs 14)."""
+    noise = os.urandom(10).hex()
+    return f"{int(now.timestamp() * 1000):011x}-{noise[:10]}-{noise[10:]}"
 
 
 def message_row(*, public_id: str, contact_id: int, channel: str, purpose: str,
