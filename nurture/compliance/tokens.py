@@ -7,8 +7,9 @@ tokens (double opt-in) carry a consent request id (and its nonce) and expire.
 Tokens go into links that spam filters read: a long run of letters and digits (an
 HMAC in base64, a hex id) can match their cryptocurrency-address rules (26 to 35 base58
 characters starting with 1 or 3, `bc1` and 11 or more). A dot breaks every run after
-`MAX_RUN` characters, shorter than the shortest rule; reading a token takes the dots out again where the format has none (the
-signature and timestamp lengths are fixed), so tokens from before read the same.
+`MAX_RUN` characters, shorter than the shortest rule; reading a token takes the dots out
+again where the format has none (the signature and timestamp lengths are fixed), so
+tokens from before read the same.
 """
 
 from __future__ import annotations
