@@ -139,3 +139,23 @@ def test_demo_runs_the_engine_and_fills_the_outbox(tmp_path, monkeypatch, capsys
     (other / "keep.txt").write_text("mine")
     code, _, err = run(monkeypatch, capsys, "demo", str(other))
     assert code == 1 and "not a demo folder" in err
+
+
+def test_run_refuses_a_project_validate_rejects(project, monkeypatch, capsys):
+    """`validate` means the daemon never runs what it rejects: one line, exit 1."""
+    journeys = project.parent / "journeys"
+    (journeys / "hello.yaml").write_text(JOURNEY.replace("duration: 3d", "duration: soon"))
+    code, out, err = run(monkeypatch, capsys, "run", "--once")
+    assert code == 1 and out == ""
+    assert err.startswith("error: not starting: ") and "hello.yaml" in err
+    assert len(err.strip().splitlines()) == 1
+    for path in journeys.iterdir():
+        path.unlink()
+    journeys.rmdir()
+    code, _, err = run(monkeypatch, capsys, "run", "--once")
+    assert code == 1 and "journeys folder" in err and "does not exist" in err
+
+
+def test_shell_completion_is_installable(monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "--help")
+    assert code == 0 and "--install-completion" in out and "--show-completion" in out

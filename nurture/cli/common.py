@@ -16,7 +16,7 @@ from nurture.scoring import checks
 
 app = typer.Typer(help="Email/SMS lead nurturing: journeys as files, a daemon that never "
                   "double-sends and never sends without consent.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=True)
 contact_app = typer.Typer(help="Add, show, export or forget a contact.", no_args_is_help=True)
 consent_app = typer.Typer(help="Record consent or its withdrawal, with evidence.",
                           no_args_is_help=True)

@@ -15,20 +15,15 @@ from nurture.cli.common import (
     EXAMPLES,
     STATE,
     app,
-    consent_app,
     console,
-    contact_app,
     db_app,
     emit,
     now,
-    pairs,
     settings,
 )
 from nurture.config.settings import find_config
-from nurture.engine.build import build_runtime, catalog_for
+from nurture.engine.build import build_runtime
 from nurture.errors import NurtureError, SchemaOutdated, ValidationFailed
-from nurture.intake import ledger
-from nurture.services import contacts
 from nurture.store import schema as store_schema
 from nurture.store.database import Database
 
@@ -96,112 +91,23 @@ def schema() -> None:
 
 
 @app.command()
-def preview(
-    template: Annotated[str, typer.Argument(help="e.g. cold/welcome-guide")],
-    channel: Annotated[str, typer.Option(help="email or sms")] = "email",
-    locale: Annotated[str | None, typer.Option(help="fr, en…")] = None,
-    contact_json: Annotated[Path | None, typer.Option(help="contact fields as JSON")] = None,
-    html: Annotated[bool, typer.Option(help="print the HTML part too")] = False,
-) -> None:
-    """Render a template with sample (or given) contact data."""
-    config = settings()
-    catalog = catalog_for(config)
-    locale = locale or config.default_locale
-    overrides = json.loads(contact_json.read_text()) if contact_json else None
-    context = catalog.sample_context(locale, overrides)
-    if channel not in ("email", "sms"):
-        raise NurtureError(f"--channel must be email or sms, not {channel!r}")
-    if channel == "sms":
-        sms = catalog.render_sms(template, locale, context,
-                                 stop_mention=config.sms.stop_mention.get(locale))
-        typer.echo(f"SMS ({sms.locale}, {sms.segments} segment(s), {sms.encoding})")
-        typer.echo(sms.text)
-        return
-    email = catalog.render_email(template, locale, context)
-    # plain echo: a subject is shown as written (no wrapping, no markup interpretation)
-    typer.echo(f"Subject ({email.locale}): {email.subject}")
-    typer.echo("\n" + email.text)
-    if html:
-        typer.echo("\n" + email.html)
-
-
-@app.command()
 def run(once: Annotated[bool, typer.Option("--once", help="One tick, then exit.")] = False) -> None:
-    """The scheduler daemon: advance every contact, send only with consent."""
+    """The scheduler daemon: advance every contact, send only with consent.
+
+    It refuses to start on a project `nurture validate` rejects (exit 1)."""
     from nurture.cli.journeys import require_applied
     from nurture.daemon import Daemon, summary
+    from nurture.services.validate import validate_project
 
+    errors = [p for p in validate_project(find_config(STATE.config)) if p.is_error]
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise NurtureError(f"not starting: {errors[0]}{more}; `nurture validate` lists them")
     daemon = Daemon(require_applied(build_runtime(settings())))
     if once:
         typer.echo(summary(daemon.run_once()))
         return
     daemon.run_forever()
-
-
-@contact_app.command("add")
-def contact_add(
-    email: Annotated[str, typer.Argument()],
-    phone: Annotated[str | None, typer.Option()] = None,
-    locale: Annotated[str | None, typer.Option()] = None,
-    timezone: Annotated[str | None, typer.Option()] = None,
-    country: Annotated[str | None, typer.Option()] = None,
-    attr: Annotated[list[str] | None, typer.Option(help="key=value, repeatable")] = None,
-) -> None:
-    """Add a contact (or update the one with this email)."""
-    runtime = build_runtime(settings())
-    with runtime.db.begin() as conn:
-        contact_id = contacts.add_contact(conn, runtime.settings, now(), email=email, phone=phone,
-                                          locale=locale, timezone=timezone, country=country,
-                                          attributes=pairs(attr, "--attr"))
-    typer.echo(f"contact {contact_id}: {email}")
-
-
-@contact_app.command("show")
-def contact_show(who: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Profile, score and stage explained, journeys, messages (with skip reasons), consent."""
-    from nurture.cli.explain import print_contact
-
-    runtime = build_runtime(settings())
-    with runtime.db.begin() as conn:
-        data = contacts.describe(conn, contacts.find_contact(conn, who))
-    if not emit(data, as_json):
-        print_contact(console, data)
-
-
-def _consent(action: str, who: str, channel: str, purpose: str, source: str,
-             basis: str, evidence: list[str] | None) -> None:
-    runtime = build_runtime(settings())
-    with runtime.db.begin() as conn:
-        contact = contacts.find_contact(conn, who)
-        record = ledger.record_consent(conn, runtime.settings, now(), contact=contact,
-                                         channel=channel, purpose=purpose, action=action,
-                                         source=source, legal_basis=basis,
-                                         evidence=pairs(evidence, "--evidence"))
-    typer.echo(f"consent record {record}: {action} {channel}/{purpose} for {who}")
-
-
-Channel = Annotated[str, typer.Option(help="email or sms")]
-Purpose = Annotated[str, typer.Option(help="a purpose from config (granted one at a time)")]
-AnyPurpose = Annotated[str, typer.Option(help="a purpose from config, or * for the whole "
-                                              "channel")]
-Source = Annotated[str, typer.Option(help="where it came from: form id, cli, import…")]
-Evidence = Annotated[list[str] | None, typer.Option(help="key=value, repeatable")]
-
-
-@consent_app.command("grant")
-def consent_grant(who: str, channel: Channel, purpose: Purpose, source: Source = "cli",
-                  basis: Annotated[str, typer.Option(help="consent | legitimate_interest "
-                                                     "| contract")] = "consent",
-                  evidence: Evidence = None) -> None:
-    """Record consent (or another lawful basis) for a channel and purpose."""
-    _consent("granted", who, channel, purpose, source, basis, evidence)
-
-
-@consent_app.command("withdraw")
-def consent_withdraw(who: str, channel: Channel, purpose: AnyPurpose, source: Source = "cli",
-                     evidence: Evidence = None) -> None:
-    """Record a withdrawal: nothing more is sent for that channel and purpose."""
-    _consent("withdrawn", who, channel, purpose, source, "consent", evidence)
 
 
 @db_app.command("upgrade")
@@ -247,9 +153,11 @@ def serve(
 
 
 # Commands of other areas register themselves on `app` when imported.
+from nurture.cli import contacts as cli_contacts  # noqa: E402,F401
 from nurture.cli import gdpr as cli_gdpr  # noqa: E402,F401
 from nurture.cli import importing as cli_importing  # noqa: E402,F401
 from nurture.cli import journeys as cli_journeys  # noqa: E402,F401
+from nurture.cli import preview as cli_preview  # noqa: E402,F401
 from nurture.cli import report as cli_report  # noqa: E402,F401
 from nurture.cli import scoring as cli_scoring  # noqa: E402,F401
 from nurture.cli import simulate as cli_simulate  # noqa: E402,F401
