@@ -32,7 +32,7 @@ from nurture.store.database import Database
 def _options(
     config: Annotated[str | None, typer.Option("--config", "-c", envvar="NURTURE_CONFIG",
                                                help="config.toml (default: ./config.toml)")] = None,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks and debug logs.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
 ) -> None:
     STATE.config, STATE.debug = config, debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,

@@ -20,7 +20,7 @@ def stage(
     who: Annotated[str, typer.Argument(help="email, E.164 phone or contact id")],
     new_stage: Annotated[str, typer.Argument(metavar="STAGE", help=_STAGES)],
     reason: Annotated[str, typer.Option(help="why (kept; required to recycle)")] = "",
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Set a contact's stage as sales decided: sales_accepted, customer, recycled…"""
     runtime = build_runtime(settings())

@@ -1,0 +1,40 @@
+"""Every argument and option of every command says what it is for, in one placeholder
+style (UPPERCASE names for arguments)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import typer.main
+
+from nurture.cli.main import app
+
+
+def commands(group: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every command under `group` (Typer's own click: its classes are not `click`'s)."""
+    yield path, group
+    for name, sub in getattr(group, "commands", {}).items():
+            yield from commands(sub, (*path, name))
+
+
+def test_every_argument_and_option_has_help_text() -> None:
+    root = typer.main.get_command(app)
+    missing = []
+    seen = 0
+    for path, command in commands(root):
+        for param in command.params:
+            seen += 1
+            if param.param_type_name == "argument":
+                # Typer keeps an argument's help on the parameter it builds
+                if not getattr(param, "help", None):
+                    missing.append(f"nurture {' '.join(path)} {param.name}")
+                name = param.metavar or param.name.upper()
+                if not re.fullmatch(r"[A-Z][A-Z_]*", name):
+                    missing.append(f"nurture {' '.join(path)}: placeholder {name!r}")
+            elif param.param_type_name == "option" and not param.help:
+                missing.append(f"nurture {' '.join(path)} {'/'.join(param.opts)}")
+    assert seen > 60  # the walk reached every command
+    assert missing == []
+
