@@ -10,6 +10,7 @@ import gc
 import logging
 import signal
 import threading
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
@@ -92,4 +93,10 @@ def summary(report: TickReport) -> str:
     skipped = ", ".join(f"{k}={v}" for k, v in sorted(report.skipped.items())) or "none"
     return (f"entered={report.entered} processed={report.processed} sent={report.sent} "
             f"deferred={report.deferred} failed={report.failed} unknown={report.unknown} "
-            f"blocked={report.blocked} retried={report.retried} skipped: {skipped}")
+            f"blocked={report.blocked} retried={report.retried} skipped: {skipped}"
+            f"; messages failed: {_causes(report.messages_failed)}"
+            f"; retrying: {_causes(report.messages_retrying)}")
+
+
+def _causes(found: Counter[str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(found.items())) or "none"

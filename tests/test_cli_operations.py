@@ -159,3 +159,16 @@ def test_run_refuses_a_project_validate_rejects(project, monkeypatch, capsys):
 def test_shell_completion_is_installable(monkeypatch, capsys):
     code, out, _ = run(monkeypatch, capsys, "--help")
     assert code == 0 and "--install-completion" in out and "--show-completion" in out
+
+
+def test_tick_summary_counts_failures_and_retries_by_cause(project, monkeypatch, capsys):
+    """An unwritable outbox: the message is retried later, and the summary says why."""
+    nurture = lambda *a: run(monkeypatch, capsys, *a)  # noqa: E731
+    nurture("contact", "add", "camille@example.com", "--locale", "fr")
+    nurture("consent", "grant", "camille@example.com", "--channel", "email",
+            "--purpose", "newsletter", "--source", "signup-form")
+    (project.parent / "outbox").mkdir(exist_ok=True)
+    (project.parent / "outbox" / "email").write_text("a file where the folder goes")
+    code, out, _ = nurture("run", "--once")
+    assert code == 0
+    assert "messages failed: none; retrying: outbox_unwritable=1" in out

@@ -308,6 +308,9 @@ class Delivery:
     unknown: int = 0
     #: skip reason → messages the last look (or a retry's gates) held back
     skip_reasons: Counter[str] = dataclasses.field(default_factory=Counter)
+    #: cause (the provider error's code) → messages failed for good / to be retried
+    failures: Counter[str] = dataclasses.field(default_factory=Counter)
+    retries: Counter[str] = dataclasses.field(default_factory=Counter)
 
     @property
     def skipped(self) -> int:
@@ -351,8 +354,17 @@ def deliver(rt: Runtime, messages: Sequence[OutgoingMessage], now: datetime,
             done.skip_reasons[str(result["skip_reason"])] += 1
         done.retrying += state == MessageState.RETRYING
         done.failed += state == MessageState.FAILED
+        if state in (MessageState.RETRYING, MessageState.FAILED):
+            tally = done.retries if state == MessageState.RETRYING else done.failures
+            tally[cause_of(result["error"])] += 1
         done.unknown += state == MessageState.UNKNOWN
     return done
+
+
+def cause_of(error: str | None) -> str:
+    """A recorded error's cause: the code before its colon (`http_503: …`)."""
+    code, sep, _ = (error or "").partition(":")
+    return code.strip() if sep and code.strip() else "error"
 
 
 #: how often a retry of a paused journey looks again

@@ -51,14 +51,21 @@ class TickReport:
     unknown: int = 0
     retried: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    #: messages by cause: failed for good, and to be retried later
+    messages_failed: Counter[str] = field(default_factory=Counter)
+    messages_retrying: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "skipped": dict(sorted(self.skipped.items()))}
+        counters = ("skipped", "messages_failed", "messages_retrying")
+        return {**dataclasses.asdict(self),
+                **{name: dict(sorted(getattr(self, name).items())) for name in counters}}
 
     def add_delivery(self, done: Delivery) -> None:
         self.sent += done.sent
         self.unknown += done.unknown
         self.skipped.update(done.skip_reasons)
+        self.messages_failed.update(done.failures)
+        self.messages_retrying.update(done.retries)
 
     def merge_messages(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:

@@ -84,7 +84,8 @@ class OutboxProvider:
                                                    indent=2).encode())
                 log.info("sms %s to %s: %s", message.public_id, message.to, message.text[:60])
         except OSError as e:
-            raise ProviderError(f"outbox: cannot write {folder}: {e}", retryable=True) from e
+            raise ProviderError(f"outbox: cannot write {folder}: {e}", retryable=True,
+                                code="outbox_unwritable") from e
         self._unsynced = True
         return SendResult(self.name, f"outbox-{message.public_id}")
 
