@@ -8,6 +8,19 @@ from datetime import timedelta
 from typing import Any
 
 
+def shown_score(value: float) -> float:
+    """A score or fit as every output shows it (CLI, JSON, templates, pages): one decimal.
+
+    Half rounds away from zero, so 92.55 shows 92.6 wherever it appears."""
+    sign = -1.0 if value < 0 else 1.0
+    return sign * int(abs(value) * 10 + 0.5 + 1e-9) / 10
+
+
+def score_text(value: float) -> str:
+    """`shown_score` for people: `92.6`, `81.0`."""
+    return f"{shown_score(value):.1f}"
+
+
 @dataclass
 class ContactView:
     """A contact as conditions, gates and templates see it (implements ConditionContext)."""
@@ -48,5 +61,5 @@ class ContactView:
         return {
             "email": self.email, "phone": self.phone, "locale": self.locale,
             "timezone": self.timezone, "country": self.country, "stage": self.stage,
-            "temperature": self.temperature, "score": round(self.score, 1),
+            "temperature": self.temperature, "score": shown_score(self.score),
         }
