@@ -38,3 +38,18 @@ def test_every_argument_and_option_has_help_text() -> None:
     assert seen > 60  # the walk reached every command
     assert missing == []
 
+
+
+def test_no_flag_shows_a_value_type() -> None:
+    """`--help`, `--json`, `--yes` take no value: help shows no `<bool>` beside them, while
+    options that take one keep their type."""
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    shown = []
+    for path, _ in commands(typer.main.get_command(app)):
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "120"})
+        assert result.exit_code == 0, (path, result.output)
+        assert "<bool>" not in result.output, path
+        shown.append(result.output)
+    assert any("<str>" in text for text in shown)

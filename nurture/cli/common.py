@@ -9,10 +9,22 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperOption
 
 from nurture.config.settings import Settings, find_config, load_settings
 from nurture.errors import NurtureError
 from nurture.scoring import checks
+
+_type_shown = TyperOption.display_type_rich
+
+
+def _type_unless_flag(self: TyperOption, ctx: Any) -> str | None:
+    """Help shows a value's type (`<str>`) but none beside a flag (`--help`, `--json`): a
+    flag takes no value, so `<bool>` there reads as one."""
+    return None if self.is_flag else _type_shown(self, ctx)
+
+
+TyperOption.display_type_rich = _type_unless_flag  # type: ignore[method-assign]
 
 app = typer.Typer(help="Email/SMS lead nurturing: journeys as files, a daemon that never "
                   "double-sends and never sends without consent.",
