@@ -65,7 +65,7 @@ def test_plan_then_apply_then_run(nurture) -> None:
     assert (hello["status"], hello["newly_entering"], hello["applied_version"]) == (
         "added", 1, None)
     code, out, _ = nurture("apply")
-    assert code == 0 and out.startswith(f"applied hello {hello['file_version'][:8]}")
+    assert code == 0 and out.startswith(f"created journey hello: {hello['file_version'][:8]}")
     assert "nothing to apply" in nurture("plan")[1]
     code, out, _ = nurture("run", "--once")
     assert code == 0 and "entered=1" in out and "sent=1" in out
@@ -97,8 +97,9 @@ def test_apply_refuses_a_stranding_edit_and_a_removal_with_contacts(nurture) -> 
         "`nurture apply --remove-live` makes them exit ('journey removed')"]
     assert nurture("apply")[0] == 1
     code, out, _ = nurture("apply", "--remove-live", "--json")
-    assert code == 0 and json.loads(out) == {"applied": {}, "removed": ["hello"], "exited": 1,
-                                             "migrated": 0, "resumed": 0}
+    assert code == 0 and json.loads(out) == {
+        "journeys": [], "removed": ["hello"], "created": 0, "updated": 0, "unchanged": 0,
+        "exited": 1, "migrated": 0, "resumed": 0}
     shown = json.loads(nurture("contact", "show", "camille@example.com", "--json")[1])
     assert [(e["state"], e["end_reason"]) for e in shown["enrollments"]] == [
         ("exited", "journey removed")]
@@ -108,19 +109,23 @@ def test_operators_commands(nurture) -> None:
     nurture("contact", "add", "camille@example.com")
     nurture("apply")
     code, out, _ = nurture("journey", "pause", "hello", "--json")
-    assert (code, json.loads(out)) == (0, {"journey": "hello", "paused": True})
+    assert (code, json.loads(out)) == (0, {"journey": "hello", "paused": True,
+                                           "change": "updated"})
     code, out, _ = nurture("run", "--once")
     assert "entered=1" in out and "processed=0" in out   # held while paused
-    assert nurture("journey", "resume", "hello")[1] == "journey hello resumed\n"
+    assert nurture("journey", "resume", "hello")[1] == "updated journey hello: running\n"
     assert "processed=1" in nurture("run", "--once")[1]
     code, out, _ = nurture("unenroll", "camille@example.com", "hello", "--reason", "asked")
-    assert code == 0 and out == "camille@example.com left hello at step article: asked\n"
+    assert code == 0 and out == ("updated enrollment 1: camille@example.com left hello at "
+                                 "step article: asked\n")
     code, out, _ = nurture("enroll", "camille@example.com", "hello", "--json")
     assert code == 0 and json.loads(out)["reason"] == "enrolled by hand"
-    code, _, err = nurture("enroll", "camille@example.com", "hello")
-    assert code == 1 and "already in journey 'hello'" in err
+    code, out, _ = nurture("enroll", "camille@example.com", "hello")
+    assert code == 0 and out.startswith("unchanged enrollment 2: camille@example.com is "
+                                        "already in hello (at step welcome")
     code, out, _ = nurture("retry", "--journey", "hello", "--json")
-    assert json.loads(out) == {"resumed": 0, "journey": "hello", "step": None}
+    assert json.loads(out) == {"resumed": 0, "journey": "hello", "step": None,
+                               "change": "unchanged"}
     code, _, err = nurture("retry", "--step", "welcome")
     assert code == 1 and err == "error: --step needs --journey\n"
     code, _, err = nurture("journey", "pause", "nope")

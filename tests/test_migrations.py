@@ -157,4 +157,4 @@ def test_the_cli_names_the_command_and_db_upgrade_fixes_it(tmp_path: Path) -> No
         upgraded.stdout)
     assert nurture("status").returncode == 0
     again = nurture("db", "upgrade", "--json")
-    assert '"changed": false' in again.stdout
+    assert '"change": "unchanged"' in again.stdout

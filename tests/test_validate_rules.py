@@ -239,7 +239,7 @@ def test_six_mistakes_and_a_config_error_in_one_run(tmp_path: Path) -> None:
 
 def validate_json(config: Path) -> tuple[int, list[dict[str, object]]]:
     result = CliRunner().invoke(app, ["--config", str(config), "validate", "--json"])
-    return result.exit_code, json.loads(result.stdout)
+    return result.exit_code, json.loads(result.stdout)["problems"]
 
 
 def test_validate_json_lists_every_problem_with_its_severity(tmp_path: Path) -> None:

@@ -7,12 +7,39 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
+from pydantic import Field
 
-from nurture.cli.common import app, console, emit, now, settings
+from nurture.cli import output
+from nurture.cli.common import app, now, settings
 from nurture.errors import NurtureError
 from nurture.services import simulate as service
+
+
+class Moment(output.Shape):
+    """One line of a contact's timeline."""
+
+    at: datetime
+    what: str = Field(description="what happened: email sent, entered journey, skipped…")
+    detail: str
+
+
+class SimulatedContact(output.Shape):
+    """A simulated contact and what would happen to it."""
+
+    id: int
+    email: str
+    timezone: str = Field(description="the contact's IANA zone (people see times in it)")
+    timeline: list[Moment] = Field(description="in time order")
+
+
+@output.shape("simulate")
+class SimulateShape(output.Shape):
+    """`nurture simulate --json`: each simulated contact's timeline; nothing was sent."""
+
+    start: datetime
+    end: datetime
+    ticks: int = Field(description="ticks the simulated clock ran")
+    contacts: list[SimulatedContact]
 
 
 @app.command("simulate")
@@ -34,6 +61,7 @@ def simulate(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of --sample's draw.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (times in UTC).")] = False,
+    wide: output.Wide = False,
 ) -> None:
     """Dry run: the real journeys, gates, scoring and windows over a copy of the chosen
     contacts with a simulated clock. Nothing is sent or stored.
@@ -44,21 +72,18 @@ def simulate(
     script = service.read_script(events, began) if events else []
     result = service.simulate(settings(), days=days, start=began, emails=contact or (),
                               sample=sample, script=script, use_files=not applied, seed=seed)
-    if emit(result.as_json(), as_json):
+    if output.emit("simulate", result.as_json(), as_json):
         return
-    for heading, lines in service.iter_lines(result):
-        table = Table(title=heading, title_justify="left", show_lines=False, expand=False)
-        table.add_column("when", no_wrap=True)
-        table.add_column("what", no_wrap=True)
-        table.add_column("detail", overflow="fold")
-        for when, what, detail in lines:
-            table.add_row(when, escape(what), escape(detail))
-        if not lines:
-            table.add_row("", "nothing", "no journey does anything for this contact")
-        console.print(table)
-    console.print(f"{len(result.timelines)} contact(s), {days} day(s) from "
-                  f"{began.isoformat(timespec='minutes')}, {result.ticks} tick(s); nothing "
-                  "was sent or stored.")
+    items: list[object] = []
+    for _, (email, zone, moments) in sorted(result.timelines.items()):
+        tz = output.zone_named(zone)  # contact-facing: the contact's own zone, named
+        rows = [[output.when(m.at, tz), m.what, m.detail] for m in moments] or [
+            ["", "nothing", "no journey does anything for this contact"]]
+        items.append(output.table(f"{email} ({zone})", ["when", "what", "detail"], rows))
+    items.append(f"{len(result.timelines)} contact(s), {days} day(s) from "
+                 f"{output.when(began, output.operator_zone())}, {result.ticks} tick(s); "
+                 "nothing was sent or stored.")
+    output.show(*items)
 
 
 def _start(text: str | None) -> datetime:

@@ -8,13 +8,12 @@ three weeks pass in seconds.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
 from sqlalchemy import func, select
 
 from nurture.config.settings import load_settings
@@ -26,6 +25,7 @@ from nurture.intake.events import IncomingEvent
 from nurture.intake.ingest import ingest
 from nurture.services import contacts, journeys
 from nurture.store import database as db
+from nurture.vocab import MessageKind, MessageState
 
 MARKER = ".nurture-demo"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -95,7 +95,51 @@ def _monday_morning(start: datetime) -> datetime:
     return day + timedelta(days=(7 - day.weekday()) % 7 or 7)
 
 
-def run_demo(directory: Path, days: int, console: Console, start: datetime) -> None:
+@dataclass
+class DemoContact:
+    """One sample contact after the run; `sent` counts the messages sent to it."""
+
+    email: str
+    timezone: str
+    stage: str
+    temperature: str
+    score: float
+    sent: int
+    skipped: int
+
+
+@dataclass
+class DemoRun:
+    """What `nurture demo` did, read back from the database and the outbox it wrote."""
+
+    directory: Path
+    config: Path
+    days: int
+    start: datetime
+    journeys: int
+    entered: int
+    deferred: int
+    contacts: list[DemoContact]
+    #: sent messages by kind (journey, notification…): every message the run sent
+    sent_by_kind: dict[str, int]
+    skipped_by_reason: dict[str, int]
+    outbox: Path
+    files: list[Path]
+    #: (when, contact email, what happened) for each scripted behaviour, in time order
+    script: list[tuple[datetime, str, str]] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        return sum(self.sent_by_kind.values())
+
+
+Played = Callable[[datetime, str, str], None]
+
+
+def run_demo(directory: Path, days: int, start: datetime,
+             on_event: Played | None = None) -> DemoRun:
+    """Prepare `directory`, run `days` of hourly ticks from the Monday after `start`;
+    `on_event` hears each scripted behaviour as it is played."""
     config = _prepare(directory)
     settings = load_settings(config)
     runtime = build_runtime(settings)
@@ -103,16 +147,24 @@ def run_demo(directory: Path, days: int, console: Console, start: datetime) -> N
     # the daemon runs applied versions only: the demo's journeys are applied first
     journeys.apply_project(runtime, config, clock)
     ids = _seed(runtime, clock)
-    console.print(f"[bold]nurture demo[/] in {directory}: {len(ids)} contacts, "
-                  f"{len(runtime.journeys)} journeys, {days} simulated days from "
-                  f"{clock:%a %d %b %Y}")
+    played: list[tuple[datetime, str, str]] = []
+
+    def heard(at: datetime, email: str, what: str) -> None:
+        played.append((at, email, what))
+        if on_event is not None:
+            on_event(at, email, what)
+
     total = TickReport()
     for hour in range(days * 24):
         now = clock + timedelta(hours=hour)
-        _play_script(runtime, ids, hour, now, console)
+        _play_script(runtime, ids, hour, now, heard)
         report = tick(runtime, now)
-        _accumulate(total, report)
-    _summary(console, runtime, directory, total)
+        total.entered += report.entered
+        total.deferred += report.deferred
+    try:
+        return _summary(runtime, directory, config, days, clock, total, played)
+    finally:
+        runtime.db.dispose()
 
 
 def _seed(runtime: Any, now: datetime) -> dict[str, int]:
@@ -134,7 +186,7 @@ def _seed(runtime: Any, now: datetime) -> dict[str, int]:
 
 
 def _play_script(runtime: Any, ids: dict[str, int], hour: int, now: datetime,
-                 console: Console) -> None:
+                 heard: Played) -> None:
     for person in PEOPLE:
         for day, at, kind, props in person.script:
             if day * 24 + at - 7 != hour:  # the clock starts Monday 07:00 UTC
@@ -145,44 +197,46 @@ def _play_script(runtime: Any, ids: dict[str, int], hour: int, now: datetime,
                     ledger.record_consent(conn, runtime.settings, now, contact=contact,
                                             channel="email", purpose="newsletter",
                                             action="withdrawn", source="preference-page")
-                    console.print(f"  {now:%a %d %H:%M}  {person.email} withdraws consent")
+                    heard(now, person.email, "withdraws consent")
                     continue
                 ingest(conn, runtime, IncomingEvent(kind, "demo", now, contact.id,
                                                     properties=props), now)
-            console.print(f"  {now:%a %d %H:%M}  {person.email}: {kind} {props or ''}")
+            heard(now, person.email, f"{kind} {props}" if props else kind)
 
 
-def _accumulate(total: TickReport, report: TickReport) -> None:
-    total.entered += report.entered
-    total.processed += report.processed
-    total.sent += report.sent
-    total.deferred += report.deferred
-    total.failed += report.failed
-    total.skipped.update(report.skipped)
-
-
-def _summary(console: Console, runtime: Any, directory: Path, total: TickReport) -> None:
+def _summary(runtime: Any, directory: Path, config: Path, days: int, start: datetime,
+             total: TickReport, played: list[tuple[datetime, str, str]]) -> DemoRun:
+    """The counts come from the messages the database holds (the sales notification
+    included), the files from the outbox: the same sends, two witnesses."""
+    m = db.message
     with runtime.db.begin() as conn:
-        people = conn.execute(select(db.contact.c.id, db.contact.c.email, db.contact.c.stage,
-                                     db.contact.c.temperature, db.contact.c.score)).all()
-        sent = dict(conn.execute(select(db.message.c.contact_id, func.count())
-                                 .where(db.message.c.state == "sent")
-                                 .group_by(db.message.c.contact_id)).all())
-        skipped = dict(conn.execute(select(db.message.c.contact_id, func.count())
-                                    .where(db.message.c.state == "skipped")
-                                    .group_by(db.message.c.contact_id)).all())
-    table = Table(title="Contacts after the simulation", title_justify="left")
-    for column in ("contact", "stage", "temperature", "score", "sent", "skipped"):
-        table.add_column(column)
-    for cid, email, stage, temperature, score in people:
-        table.add_row(email, stage, temperature, f"{score:.0f}", str(sent.get(cid, 0)),
-                      str(skipped.get(cid, 0)))
-    console.print(table)
-    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(total.skipped.items())) or "none"
-    files = sorted(runtime.settings.outbox_path.rglob("*.*"))
-    console.print(f"enrollments entered {total.entered}, messages sent {total.sent}, "
-                  f"deferred to a send window {total.deferred}, skipped ({reasons})")
-    console.print(f"{len(files)} files in {runtime.settings.outbox_path}; e.g. "
-                  f"{files[0] if files else '-'}")
-    console.print(f"Explain a contact: nurture --config {directory}/config.toml contact show "
-                  f"{PEOPLE[0].email}")
+        people = conn.execute(select(db.contact.c.id, db.contact.c.email,
+                                     db.contact.c.timezone, db.contact.c.stage,
+                                     db.contact.c.temperature, db.contact.c.score)
+                              .order_by(db.contact.c.id)).all()
+        to_contacts = m.c.kind != MessageKind.NOTIFICATION
+        was_sent = m.c.sent_at.is_not(None)  # sent, whatever happened to it since
+        sent = dict(conn.execute(select(m.c.contact_id, func.count())
+                                 .where(was_sent, to_contacts)
+                                 .group_by(m.c.contact_id)).all())
+        skipped = dict(conn.execute(select(m.c.contact_id, func.count())
+                                    .where(m.c.state == MessageState.SKIPPED, to_contacts)
+                                    .group_by(m.c.contact_id)).all())
+        by_kind = dict(conn.execute(select(m.c.kind, func.count())
+                                    .where(was_sent)
+                                    .group_by(m.c.kind).order_by(m.c.kind)).all())
+        reasons = dict(conn.execute(select(m.c.skip_reason, func.count())
+                                    .where(m.c.state == MessageState.SKIPPED)
+                                    .group_by(m.c.skip_reason)
+                                    .order_by(m.c.skip_reason)).all())
+    outbox = runtime.settings.outbox_path
+    return DemoRun(
+        directory=directory, config=config, days=days, start=start,
+        journeys=len(runtime.journeys), entered=total.entered, deferred=total.deferred,
+        contacts=[DemoContact(email, zone, stage, temperature, float(score),
+                              int(sent.get(cid, 0)), int(skipped.get(cid, 0)))
+                  for cid, email, zone, stage, temperature, score in people],
+        sent_by_kind={str(k): int(v) for k, v in by_kind.items()},
+        skipped_by_reason={str(k): int(v) for k, v in reasons.items()},
+        outbox=outbox, files=sorted(p for p in outbox.rglob("*") if p.is_file()),
+        script=played)

@@ -15,7 +15,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection
 
@@ -31,6 +31,9 @@ from nurture.vocab import EnrollmentState
 
 #: why contacts leave a journey removed by `apply --remove-live`
 REMOVED = "journey removed"
+
+#: what an operator's command did to one thing
+Change = Literal["created", "updated", "unchanged"]
 
 
 @dataclass
@@ -317,22 +320,28 @@ def resume_blocked(conn: Connection, journeys: dict[str, LoadedJourney], now: da
 
 
 def _set_paused(conn: Connection, rt: Runtime, journey_id: str, paused: bool,
-                now: datetime) -> None:
-    if not jstore.set_paused(conn, journey_id, paused, now):
+                now: datetime) -> Change:
+    state = jstore.journey_states(conn).get(journey_id)
+    if state is None or state["version"] is None:
         versions.refresh(rt, conn)
         raise NurtureError(f"journey {journey_id!r} is not applied (applied: "
                            f"{', '.join(sorted(rt.journeys)) or 'none'})")
+    if bool(state["paused"]) == paused:
+        return "unchanged"
+    jstore.set_paused(conn, journey_id, paused, now)
     jstore.bump_generation(conn)
+    return "updated"
 
 
-def pause(conn: Connection, rt: Runtime, journey_id: str, now: datetime) -> None:
+def pause(conn: Connection, rt: Runtime, journey_id: str, now: datetime) -> Change:
     """No step of the journey runs (no sends); contacts keep their place, and contacts
-    that enter wait at its first step until `resume`."""
-    _set_paused(conn, rt, journey_id, True, now)
+    that enter wait at its first step until `resume`. "unchanged" when already paused."""
+    return _set_paused(conn, rt, journey_id, True, now)
 
 
-def resume(conn: Connection, rt: Runtime, journey_id: str, now: datetime) -> None:
-    _set_paused(conn, rt, journey_id, False, now)
+def resume(conn: Connection, rt: Runtime, journey_id: str, now: datetime) -> Change:
+    """"unchanged" when the journey was not paused."""
+    return _set_paused(conn, rt, journey_id, False, now)
 
 
 def retry(conn: Connection, rt: Runtime, now: datetime, *, journey_id: str | None = None,
@@ -344,12 +353,22 @@ def retry(conn: Connection, rt: Runtime, now: datetime, *, journey_id: str | Non
 
 
 def enroll(conn: Connection, rt: Runtime, who: str, journey_id: str, reason: str,
-           now: datetime) -> dict[str, Any]:
+           now: datetime, *, existing_ok: bool = False) -> dict[str, Any]:
+    """`change` "created"; with `existing_ok`, a contact already live in the journey is
+    left where it stands ("unchanged", its enrollment's step and state) instead of an
+    error."""
     versions.refresh(rt, conn)  # a server started before the last apply
     contact = contacts.find_contact(conn, who)
+    if existing_ok and journey_id in rt.journeys:
+        for row in jstore.live_rows(conn, journey_id, contact_id=contact.id):
+            return {"contact_id": contact.id, "journey": journey_id,
+                    "enrollment_id": int(row["id"]), "reason": reason, "change": "unchanged",
+                    "step": row["step_id"], "state": str(row["state"])}
     enrollment_id = membership.enroll_by_hand(conn, rt, contact.id, journey_id, reason, now)
+    [row] = jstore.live_rows(conn, journey_id, contact_id=contact.id)
     return {"contact_id": contact.id, "journey": journey_id, "enrollment_id": enrollment_id,
-            "reason": reason}
+            "reason": reason, "change": "created", "step": row["step_id"],
+            "state": str(row["state"])}
 
 
 def unenroll(conn: Connection, rt: Runtime, who: str, journey_id: str, reason: str,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import random
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -174,13 +174,3 @@ def play(rt: Runtime, event: ScriptedEvent, now: datetime) -> None:
                                        contact_id=found[event.email],
                                        properties=event.properties), now)
 
-
-def iter_lines(result: Simulation) -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
-    """(contact heading, [(local time with zone, what, detail)]) for people."""
-    from zoneinfo import ZoneInfo
-
-    for _, (email, zone, moments) in sorted(result.timelines.items()):
-        tz = ZoneInfo(zone)
-        yield (f"{email} ({zone})",
-               [(m.at.astimezone(tz).strftime("%a %Y-%m-%d %H:%M %Z"), m.what, m.detail)
-                for m in moments])
