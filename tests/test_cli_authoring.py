@@ -94,7 +94,7 @@ def test_init_writes_a_project_that_validates(tmp_path: Path) -> None:
     target = tmp_path / "my-nurture"
     result = nurture("init", str(target), config=None)
     assert result.exit_code == 0, result.output
-    assert flat(result.stdout).startswith(f"Created {target}: config.toml, journeys/, templates/.")
+    assert flat(result.stdout).startswith(f"created {target}: config.toml, journeys/, templates/.")
     # the journeys are applied (the database holds them): `nurture run` just works
     assert sorted(p.name for p in target.iterdir()) == [
         "config.toml", "journeys", "nurture.db", "templates"]
@@ -154,7 +154,8 @@ def test_preview_an_email_in_french() -> None:
     assert text.startswith("Subject (fr): Camille, voici votre guide pour des plannings "
                            "d'équipe sans casse-tête")
     assert "Bonjour Camille," in text
-    assert "https://example.invalid/u/SAMPLE-UNSUBSCRIBE" in text  # the footer's link
+    # the footer's link, built as a real message's is: from public_base_url, signed
+    assert "](http://127.0.0.1:8000/u/" in text
     assert "<p>" not in result.stdout  # text part only, unless --html
 
 
@@ -177,12 +178,13 @@ def test_preview_html_is_the_inlined_html() -> None:
 def test_preview_an_sms_with_its_segment_count() -> None:
     result = nurture("preview", "hot/trial-reminder", "--channel", "sms", "--locale", "fr")
     assert result.exit_code == 0, result.output
-    header, text = result.stdout.splitlines()
+    lines = result.stdout.splitlines()
+    header, text = lines[0], lines[-1]
     assert header == "SMS (fr, 1 segment(s), GSM-7)"
     assert text.startswith("Bonjour Camille, votre essai Acme Planning vous attend")
     assert text.endswith("STOP au 36111")  # the French STOP mention, appended
     english = nurture("preview", "hot/trial-reminder", "--channel", "sms", "--locale", "en")
-    assert english.stdout.splitlines()[1].endswith("Reply STOP to opt out")
+    assert english.stdout.splitlines()[-1].endswith("Reply STOP to opt out")
 
 
 def test_preview_with_contact_data_from_a_json_file(tmp_path: Path) -> None:
@@ -198,7 +200,7 @@ def test_preview_with_contact_data_from_a_json_file(tmp_path: Path) -> None:
     assert "hôtellerie" in text  # the template lower-cases the industry
     sms = nurture("preview", "prospect/call-me", "--channel", "sms", "--contact-json",
                   str(contact))
-    assert sms.stdout.splitlines()[1].startswith("Bonjour Dominique, Julie d'Acme Planning.")
+    assert sms.stdout.splitlines()[-1].startswith("Bonjour Dominique, Julie d'Acme Planning.")
 
 
 def test_preview_counts_ucs2_segments(tmp_path: Path) -> None:
@@ -207,9 +209,11 @@ def test_preview_counts_ucs2_segments(tmp_path: Path) -> None:
     contact.write_text(json.dumps({"first_name": "Camille 🙂"}), encoding="utf-8")
     result = nurture("preview", "hot/trial-reminder", "--channel", "sms", "--locale", "fr",
                      "--contact-json", str(contact))
-    header, text = result.stdout.splitlines()
+    lines = result.stdout.splitlines()
+    header, text = lines[0], lines[-1]
     segments = -(-len(text.encode("utf-16-le")) // 2 // 67)  # 67 UTF-16 units per part
     assert header == f"SMS (fr, {segments} segment(s), UCS-2)" and segments > 1
+    assert lines[1].startswith("UCS-2 because of: 🙂")
 
 
 def test_preview_html_variables_are_escaped(tmp_path: Path) -> None:

@@ -10,13 +10,24 @@ from nurture.authoring.journey import Journey
 from nurture.config.settings import Settings
 from nurture.views import ContactView
 
+#: contact fields that are text, or missing (no phone, no country): missing reads ""
+_TEXT_FIELDS = ("email", "phone", "country")
+
 
 def template_context(settings: Settings, contact: ContactView, links: Mapping[str, str],
                      public_id: str, journey: Journey | None) -> dict[str, Any]:
-    """`journey` is None for messages sent outside journeys (double opt-in confirmations)."""
+    """`journey` is None for messages sent outside journeys (double opt-in confirmations).
+
+    What a contact lacks never prints "None": a missing text field or string attribute
+    (absent, or stored as null) is "", another attribute is None (`{% if %}` reads both
+    as false)."""
     fields = contact.template_fields()
+    for name in _TEXT_FIELDS:
+        if fields.get(name) is None:
+            fields[name] = ""
     for name, spec in settings.attributes.items():
-        fields[name] = contact.attributes.get(name, "" if spec.type == "string" else None)
+        value = contact.attributes.get(name)
+        fields[name] = "" if value is None and spec.type == "string" else value
     sender = settings.sender
     return {
         "contact": fields,

@@ -23,6 +23,11 @@ def catalog_for(settings: Settings) -> TemplateCatalog:
                            sender=settings.sender.company)
 
 
+def links_for(settings: Settings) -> Links:
+    """The signed links every message carries (unsubscribe, preferences, confirm)."""
+    return Links(settings.secret_key, settings.public_base_url)
+
+
 def build_runtime(settings: Settings, *, database: Database | None = None,
                   providers: Mapping[str, Provider] | None = None) -> Runtime:
     """The database, the journeys applied in it (`nurture apply`: the files are not read
@@ -34,7 +39,7 @@ def build_runtime(settings: Settings, *, database: Database | None = None,
         settings=settings, db=database, journeys={}, catalog=catalog_for(settings),
         providers=providers if providers is not None else build_providers(
             settings, database=database),
-        links=Links(settings.secret_key, settings.public_base_url),
+        links=links_for(settings),
     )
     with database.reader() as conn:
         versions.load(runtime, conn)
