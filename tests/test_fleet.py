@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from nurture.config.settings import load_settings
 from nurture.intake import ledger
-from nurture.providers.pacing import SharedPacer
+from nurture.providers.pacing import LocalPacer, SharedPacer
 from nurture.services import contacts
 from nurture.store import database as db
 from nurture.store import pacing, schema
@@ -48,7 +48,7 @@ WORKER = textwrap.dedent("""
     from nurture.daemon import Daemon
     from nurture.engine.build import build_runtime
     from nurture.providers.memory import MemoryProvider
-    from nurture.providers.pacing import SharedPacer
+    from nurture.providers.pacing import LocalPacer, SharedPacer
     from nurture.providers.twilio import TwilioProvider
     from nurture.store.database import Database
     from tests.fakes import LoopbackTwilioHttpClient
@@ -125,10 +125,12 @@ def test_three_daemons_never_exceed_the_senders_pace_together(
     assert [p.returncode for p in fleet] == [0, 0, 0], outputs
 
     assert len(arrivals) == contacts
-    # any window of one second holds at most mps segments (each text is one segment),
-    # with one of slack for the clock edges
-    worst = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
-    assert worst <= mps + 1, worst
+    # any window of two seconds holds at most 2 × mps segments (each text is one
+    # segment), with two of slack: one for the window's edges, one because the fake stamps
+    # arrivals in this process, which a loaded machine can hold back, bunching a few
+    # stamps together (a per-process pace would put ~6 × mps in such a window)
+    worst = max(sum(1 for t in arrivals if start <= t < start + 2.0) for start in arrivals)
+    assert worst <= 2 * mps + 2, worst
     assert arrivals[-1] - arrivals[0] >= (contacts - 1) / mps * 0.9
     settings = load_settings(config, env={})
     database = Database(settings.database_url)
@@ -160,6 +162,44 @@ def test_a_booking_takes_the_senders_next_slot(backend: str, tmp_path: Path,
     SharedPacer(2.0, database, sleep=slept.append).wait("+15550001", 1)
     assert len(slept) == 1 and 0.5 < slept[0] <= 1.0
     database.dispose()
+
+
+def test_a_daemon_woken_past_its_slot_books_another_instead_of_sending_late(
+        tmp_path: Path) -> None:
+    """Sending in a missed slot could put two messages side by side with the slots other
+    daemons took meanwhile: faster than the rate together."""
+    database = Database(f"sqlite:///{tmp_path / 'pace.db'}")
+    schema.upgrade(database)
+    now = [1000.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the first wake-up is a whole second late
+        slept.append(seconds)
+        now[0] += seconds + (1.0 if len(slept) == 1 else 0.0)
+
+    pacer = SharedPacer(2.0, database, sleep=sleep, clock=lambda: now[0])
+    with database.begin() as conn:
+        pacing.book(conn, "+15550001", 0.5)  # someone holds the next half second
+    pacer.wait("+15550001", 1)
+    assert len(slept) == 2  # slot missed, a later one booked and kept
+    with database.begin() as conn:
+        behind = pacing.book(conn, "+15550001", 0.5)
+    assert behind > 0.5  # three slots taken in all: the missed one stays unused
+    database.dispose()
+
+
+def test_a_late_wake_up_delays_the_next_message_of_one_process() -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds + 0.7  # every wake-up late
+
+    pacer = LocalPacer(2.0, clock=lambda: now[0], sleep=sleep)
+    sent = []
+    for _ in range(3):
+        pacer.wait("+15550001", 1)
+        sent.append(now[0])
+    assert all(b - a >= 0.5 for a, b in zip(sent, sent[1:], strict=False))
 
 
 def test_status_shows_each_daemons_last_tick(tmp_path: Path) -> None:
