@@ -48,13 +48,14 @@ def test_contact_consent_run_and_show(project, monkeypatch, capsys):
     code, out, _ = nurture("contact", "add", "Camille@Example.com", "--locale", "fr",
                            "--timezone", "Europe/Paris", "--attr", "first_name=Camille",
                            "--attr", "company_size=120")
-    assert code == 0 and out.startswith("contact 1:")
+    assert code == 0 and out == "created contact 1: camille@example.com\n"
     code, out, _ = nurture("contact", "add", "nobody@example.com")
     assert code == 0
     code, out, _ = nurture("consent", "grant", "camille@example.com", "--channel", "email",
                            "--purpose", "newsletter", "--source", "signup-form",
                            "--evidence", "wording_version=v3", "--evidence", "ip=203.0.113.7")
-    assert code == 0 and "granted email/newsletter" in out
+    assert code == 0 and out.startswith("created consent record 1: granted email/newsletter "
+                                       "for camille@example.com")
 
     code, out, _ = nurture("run", "--once")
     assert code == 0 and "entered=2" in out and "no_consent=1" in out
@@ -79,7 +80,7 @@ def test_contact_consent_run_and_show(project, monkeypatch, capsys):
 
     code, out, _ = nurture("status", "--json")
     status = json.loads(out)
-    assert status["messages by state"] == {"sent": 1, "skipped": 1}
+    assert status["messages_by_state"] == {"sent": 1, "skipped": 1}
 
 
 def test_event_is_recorded_once_per_source_id(project, monkeypatch, capsys):
@@ -87,9 +88,9 @@ def test_event_is_recorded_once_per_source_id(project, monkeypatch, capsys):
     nurture("contact", "add", "lea@example.com")
     code, out, _ = nurture("event", "lea@example.com", "page.viewed", "--prop", "url=/tarifs",
                            "--prop", "seconds=45", "--id", "web-1")
-    assert code == 0 and out.startswith("event ")
+    assert code == 0 and out.startswith("created event ")
     code, out, _ = nurture("event", "lea@example.com", "page.viewed", "--id", "web-1")
-    assert code == 0 and "already recorded" in out
+    assert code == 0 and out.startswith("unchanged event web-1: already recorded")
     code, out, _ = nurture("contact", "show", "lea@example.com", "--json")
     [event] = json.loads(out)["events"]
     assert event["properties"] == {"url": "/tarifs", "seconds": 45}

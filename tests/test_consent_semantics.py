@@ -187,7 +187,7 @@ def reply_event(rt: Runtime, sid: str) -> dict[str, Any]:
 
 
 def contact_id(out: str) -> int:
-    return int(out.split()[1].rstrip(":"))
+    return int(out.split()[2].rstrip(":"))
 
 
 SENT = ("sent", None)

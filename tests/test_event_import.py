@@ -225,7 +225,8 @@ def test_event_at_and_event_import_on_the_command_line(tmp_path, monkeypatch, ca
 
     code, out, err = nurture(monkeypatch, capsys, "event", "lea@example.com",
                              "content.downloaded", "--at", past, "--id", "dl-1")
-    assert code == 0 and out.startswith("event recorded as of "), err
+    assert code == 0, err
+    assert out.startswith("created event: content.downloaded for lea@example.com as of ")
     assert contact(rt, cid)["score"] == 7.5  # 15 points, 14 days ago, half-life 14 days
     code, out, _ = nurture(monkeypatch, capsys, "event", "lea@example.com",
                            "content.downloaded", "--at", past, "--id", "dl-1")
@@ -240,5 +241,5 @@ def test_event_at_and_event_import_on_the_command_line(tmp_path, monkeypatch, ca
     code, out, err = nurture(monkeypatch, capsys, "event", "import", file, "--json")
     assert code == 0, err
     # older than the decay already applied: counted in full from there, and said so
-    assert json.loads(out)["stored"] == 1 and json.loads(out)["late"] == 1
+    assert json.loads(out)["created"] == 1 and json.loads(out)["late"] == 1
     assert contact(rt, cid)["score"] == 7.5 + 40

@@ -67,20 +67,20 @@ def test_the_path_shows_branch_cases_and_wait_for_outcomes_in_the_contacts_zone(
     [enrollment] = data["enrollments"]
     assert [(s["step_id"], s["kind"], s["outcome"], s["at"], s["until"])
             for s in enrollment["steps"]] == [
-        ("ask", "wait_for", "waiting", "2026-12-07 09:00:00+00:00", "2026-12-10 09:00:00+00:00"),
-        ("ask", "wait_for", "event", "2026-12-07 14:00:00+00:00", None),
-        ("check", "branch", "case 2", "2026-12-07 14:00:00+00:00", None),
-        ("thanks", "send", "sent", "2026-12-07 14:00:00+00:00", None),
-        ("done", "exit", "exit step", "2026-12-07 14:00:00+00:00", None)]
+        ("ask", "wait_for", "waiting", "2026-12-07T09:00:00Z", "2026-12-10T09:00:00Z"),
+        ("ask", "wait_for", "event", "2026-12-07T14:00:00Z", None),
+        ("check", "branch", "case 2", "2026-12-07T14:00:00Z", None),
+        ("thanks", "send", "sent", "2026-12-07T14:00:00Z", None),
+        ("done", "exit", "exit step", "2026-12-07T14:00:00Z", None)]
     assert enrollment["steps"][2]["detail"] == "events.content.downloaded.count >= 1 -> thanks"
 
     data = json.loads(show(monkeypatch, capsys, config, "james@example.com", "--json"))
     assert [(s["step_id"], s["outcome"], s["at"]) for s in data["enrollments"][0]["steps"]] == [
-        ("ask", "waiting", "2026-12-07 09:00:00+00:00"),
-        ("ask", "timeout", "2026-12-10 09:00:00+00:00"),
-        ("nudge", "sent", "2026-12-10 09:00:00+00:00"),
-        ("check", "else", "2026-12-10 09:00:00+00:00"),
-        ("done", "exit step", "2026-12-10 09:00:00+00:00")]
+        ("ask", "waiting", "2026-12-07T09:00:00Z"),
+        ("ask", "timeout", "2026-12-10T09:00:00Z"),
+        ("nudge", "sent", "2026-12-10T09:00:00Z"),
+        ("check", "else", "2026-12-10T09:00:00Z"),
+        ("done", "exit step", "2026-12-10T09:00:00Z")]
 
     text = show(monkeypatch, capsys, config, "camille@example.com")
     assert "Path in flow" in text and "times in Europe/Paris" in text

@@ -177,7 +177,7 @@ def test_the_cli_path_for_sales(rt: Runtime) -> None:
     assert refused.exit_code != 0
     assert recycled.exit_code == 0, recycled.output
     assert "prospect → recycled (no budget before Q3)" in recycled.output
-    assert '"changed": false' in same.output
+    assert '"change": "unchanged"' in same.output
     last = state(rt, cid)["changes"][-1]
     assert (last["field"], last["new"], last["rule"], last["reason"]) == (
         "stage", "recycled", "sales", "no budget before Q3")

@@ -1,96 +1,157 @@
 """Print a contact for a person: score and stage explained, journeys and the path taken in
 each (branch cases, wait_for outcomes), messages, consent.
 
-Times are shown in the contact's time zone, named in each table's title (`--json` keeps
-them in UTC).
+Times are shown in the contact's time zone, named with each time (`2026-12-02 08:30
+CET`; `--json` keeps them in UTC). Tables fold long cells instead of cutting them
+(`--wide` lets them run on).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from nurture.cli import output
+from nurture.views import score_text
 
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
-class Clock:
-    """Shows stored (UTC) times in one zone, with the zone's abbreviation (CET, CEST…)."""
-
-    def __init__(self, zone_name: str) -> None:
-        self.zone = _zone(zone_name)
-        self.name = self.zone.key
-
-    def __call__(self, value: Any) -> str:
-        if not isinstance(value, datetime):
-            return ""
-        return value.astimezone(self.zone).strftime("%Y-%m-%d %H:%M %Z")
+#: fields whose old and new values are scores, shown one decimal like every score
+_SCORES = ("score", "fit")
 
 
-def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*[escape(str(v)) if v is not None else "" for v in row])
+def _value(field: str, value: str) -> str:
+    if field in _SCORES:
+        try:
+            return score_text(float(value))
+        except ValueError:
+            return value
+    return value
+
+
+def _pairs(values: dict[str, Any]) -> str:
+    """Properties and evidence as they are given on the command line: `key=value`."""
+    return ", ".join(f"{key}={value}" for key, value in values.items())
+
+
+def _delta(value: float | None) -> str:
+    if value is None:
+        return ""
+    return ("+" if value >= 0 else "") + score_text(value)
+
+
+#: in a narrow terminal a time column keeps at least a date's width: `2026-12-02` stays
+#: whole on its line, `08:30 CET` folds under it, and the other columns share the rest
+_DATE = len("2026-12-02")
+#: a word longer than this (a URL, a long id) may fold to keep times on one line
+_WORD = 12
+
+
+def _narrow(table: Table, rows: list[list[Any]], times: dict[int, int]) -> Table:
+    """`table`, its time columns (index → least width) given a fixed width when it would
+    not fit the terminal otherwise (rich alone would shrink every column alike, dates
+    too): the whole time when the other columns' words still fit whole, else the least."""
+    out = output.console()
+    natural = out.measure(table, options=out.options.update_width(1_000_000)).maximum
+    if natural <= out.width:
+        return table
+    header = [str(column.header) for column in table.columns]
+    chrome = 3 * len(table.columns) + 1  # borders and padding
+    whole = {index: max(_widest(header, rows, index, lines=True), least)
+             for index, least in times.items()}
+    words = sum(min(_widest(header, rows, index), _WORD)
+                for index in range(len(table.columns)) if index not in times)
+    fits = out.width - chrome - sum(whole.values()) >= words
+    for index, least in times.items():
+        table.columns[index].width = whole[index] if fits else least
     return table
 
 
-def _path(enrollment: dict[str, Any], when: Clock) -> Table:
+def _widest(header: list[str], rows: list[list[Any]], index: int, lines: bool = False) -> int:
+    """The longest word (or line) of a column, its header included."""
+    cells = [header[index], *("" if row[index] is None else str(row[index]) for row in rows)]
+    return max(len(part) for cell in cells
+               for part in (cell.splitlines() if lines else cell.split()) or [""])
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    """`output.table` whose first column is a time."""
+    return _narrow(output.table(title, columns, rows), rows, {0: _DATE})
+
+
+def _path(enrollment: dict[str, Any], zone: tzinfo) -> Table:
     """The steps one enrollment took, in order."""
     rows = []
     for step in enrollment.get("steps", []):
         outcome = step["outcome"]
         if step["until"] is not None:
-            outcome += f" until {when(step['until'])}"
-        rows.append([when(step["at"]), step["step_id"] or "-", step["kind"], outcome,
-                     step["detail"]])
+            outcome += f" until {output.when(step['until'], zone)}"
+        rows.append([output.when(step["at"], zone), step["step_id"] or "-", step["kind"],
+                     outcome, step["detail"]])
     title = (f"Path in {enrollment['journey_id']} (version "
-             f"{str(enrollment['journey_version'])[:8]}, {enrollment['state']}; times in "
-             f"{when.name})")
+             f"{str(enrollment['journey_version'])[:8]}, {enrollment['state']})")
     return _table(title, ["when", "step", "kind", "outcome", "detail"], rows)
 
 
-def print_contact(console: Console, data: dict[str, Any]) -> None:
+def _times(enrollment: dict[str, Any], zone: tzinfo) -> str:
+    """An enrollment's times, one labelled line each."""
+    times = (("entered", enrollment["entered_at"]), ("next run", enrollment["next_run_at"]),
+             ("ended", enrollment["ended_at"]))
+    return "\n".join(f"{label} {output.when(t, zone)}" for label, t in times if t is not None)
+
+
+def _change(row: dict[str, Any]) -> str:
+    field = row["field"]
+    text = f"{_value(field, row['old'])} → {_value(field, row['new'])}"
+    return text + (f" ({_delta(row['delta'])})" if row["delta"] is not None else "")
+
+
+def _reason(row: dict[str, Any]) -> str:
+    return str(row["reason"]) + (f" (event {row['event_id']})" if row["event_id"] else "")
+
+
+def _state(message: dict[str, Any]) -> str:
+    reason = message["skip_reason"]
+    return str(message["state"]) + (f": {reason}" if reason else "")
+
+
+def print_contact(data: dict[str, Any]) -> None:
+    """`contact show` for people: `data` is what its `--json` prints (`ContactShown`)."""
     c = data["contact"]
-    when = Clock(c["timezone"])
-    zone = f"times in {when.name}"
-    console.print(f"[bold]{escape(str(c['email'] or c['phone']))}[/]  id {c['id']}  phone "
-                  f"{c['phone'] or '-'}  locale {c['locale']}  tz {c['timezone']}  "
-                  f"country {c['country'] or '-'}")
-    console.print(f"stage [bold]{c['stage']}[/]  temperature [bold]{c['temperature']}[/]  "
-                  f"score {c['score']:.1f}  fit {c['fit']:.1f}  attributes "
-                  f"{escape(str(c['attributes']))}")
-    console.print(_table(f"Why: every change with its rule and event ({zone})", [
-        "when", "field", "change", "delta", "rule", "event", "reason"], [
-        [when(x["at"]), x["field"], f"{x['old']} → {x['new']}",
-         f"{x['delta']:+g}" if x["delta"] is not None else "", x["rule"], x["event_id"],
-         x["reason"]] for x in data["changes"]]))
-    console.print(_table(f"Journeys ({zone})", ["journey", "step", "state", "entered",
-                                                "next run", "ended", "why"], [
-        [e["journey_id"], e["step_id"], e["state"], when(e["entered_at"]),
-         when(e["next_run_at"]), when(e["ended_at"]), e["end_reason"] or e["last_error"]]
-        for e in data["enrollments"]]))
-    for enrollment in data["enrollments"]:
-        if enrollment.get("steps"):
-            console.print(_path(enrollment, when))
-    console.print(_table(f"Messages ({zone})", ["when", "channel", "template", "purpose",
-                                                "state", "skip reason", "detail"], [
-        [when(m["created_at"]), m["channel"], m["template"], m["purpose"], m["state"],
-         m["skip_reason"], m["error"] or m["subject"]] for m in data["messages"]]))
-    console.print(_table(f"Consent history ({zone})", ["when", "channel", "purpose", "action",
-                                                       "basis", "source", "evidence"], [
-        [when(r["recorded_at"]), r["channel"], r["purpose"], r["action"], r["legal_basis"],
-         r["source"], r["evidence"]] for r in data["consent"]]))
-    console.print(_table(f"Events ({zone})", ["when", "type", "source", "properties"], [
-        [when(e["occurred_at"]), e["type"], e["source"], e["properties"]]
-        for e in data["events"][:20]]))
+    zone = output.zone_named(c["timezone"])
+
+    def when(value: datetime | None) -> str:
+        return output.when(value, zone)
+
+    rows = [[e["journey_id"], e["state"], e["step_id"], _times(e, zone),
+             e["end_reason"] or e["last_error"]] for e in data["enrollments"]]
+    journeys = _narrow(output.table("Journeys", ["journey", "state", "step", "times", "why"],
+                                    rows), rows, {3: len("next run ") + _DATE})
+    items: list[Any] = [
+        f"[bold]{escape(str(c['email'] or c['phone']))}[/]  id {c['id']}  phone "
+        f"{escape(c['phone'] or '-')}  locale {escape(c['locale'])}  country "
+        f"{escape(c['country'] or '-')}  times in {escape(c['timezone'])}",
+        f"stage [bold]{c['stage']}[/]  temperature [bold]{c['temperature']}[/]  score "
+        f"{score_text(c['score'])}  fit {score_text(c['fit'])}  attributes "
+        f"{escape(str(c['attributes']))}",
+        _table("Why: every change with its rule and event",
+               ["when", "field", "change", "rule", "reason"],
+               [[when(x["at"]), x["field"], _change(x), x["rule"], _reason(x)]
+                for x in data["changes"]]),
+        journeys,
+    ]
+    items += [_path(e, zone) for e in data["enrollments"] if e.get("steps")]
+    items += [
+        _table("Messages", ["when", "channel", "template", "purpose", "state", "detail"], [
+            [when(m["created_at"]), m["channel"], m["template"], m["purpose"], _state(m),
+             m["error"] or m["subject"]] for m in data["messages"]]),
+        _table("Consent history", ["when", "consent", "action", "basis", "source",
+                                   "evidence"], [
+            [when(r["recorded_at"]), f"{r['channel']}/{r['purpose']}", r["action"],
+             r["legal_basis"], r["source"], _pairs(r["evidence"])] for r in data["consent"]]),
+        _table("Events", ["when", "type", "source", "properties"], [
+            [when(e["occurred_at"]), e["type"], e["source"], _pairs(e["properties"])]
+            for e in data["events"][:20]]),
+    ]
+    output.show(*items)

@@ -7,15 +7,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
+from pydantic import Field
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from typer.core import TyperGroup
 
-from nurture.cli.common import app, console, emit, now, pairs, settings
+from nurture.cli import output
+from nurture.cli.common import app, now, pairs, settings
 from nurture.engine.build import build_runtime
 from nurture.errors import NurtureError
 from nurture.intake.events import IncomingEvent
@@ -60,10 +62,51 @@ def _progress(quiet: bool) -> Iterator[_Bar | None]:
         yield _Bar(progress)
 
 
+class RejectedRow(output.Shape):
+    """A row refused, as written to FILE.rejected.csv."""
+
+    row: int = Field(description="its number in the file (the `_row` column)")
+    reason: str = Field(description="why, a word (the `_reason` column): no_address, "
+                        "bad_email, disposable…")
+    detail: str
+
+
+@output.shape("import")
+class ContactImport(output.Shape):
+    """What a contact import did (or would do, with `--dry-run`)."""
+
+    file: str
+    dry_run: bool = Field(description="true: checked and counted, nothing written")
+    rows: int = Field(description="data rows read")
+    imported_rows: int = Field(description="rows not rejected")
+    created: int = Field(description="contacts created")
+    updated: int = Field(description="existing contacts that took new values")
+    unchanged: int = Field(description="existing contacts that had the row's values already")
+    duplicates_merged: int = Field(description="rows merged into an earlier row about the "
+                                   "same person")
+    role_accounts: int = Field(description="info@, contact@…: kept out of marketing")
+    rejected: int
+    rejected_by_reason: dict[str, int]
+    consent_recorded: dict[str, int] = Field(description="ledger entries appended, by "
+                                             "CHANNEL:PURPOSE:ACTION")
+    consent_kept_withdrawn: int = Field(description="grants not recorded: the person had "
+                                        "withdrawn (or texted STOP) already")
+    consent_without_address: int = Field(description="grants not recorded: no address on "
+                                         "that channel")
+    number_opt_outs_inherited: int = Field(description="contacts that took a number which "
+                                           "texted STOP: SMS withdrawn for them too")
+    mx_unchecked: int = Field(description="addresses whose MX could not be checked")
+    mx_resolver_given_up: bool = Field(description="the resolver failed too often: MX "
+                                       "checks stopped")
+    ignored_columns: list[str] = Field(description="columns not mapped to any field")
+    rejected_file: str | None = Field(description="where the refused rows were written")
+    rejected_rows: list[RejectedRow]
+
+
 @app.command("import")
 def import_file(
-    file: Annotated[Path, typer.Argument(help="CSV (`,` `;` or tab) or XLSX, one contact "
-                                              "a row, a header row first")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="CSV (`,` `;` or tab) or "
+                                         "XLSX, one contact a row, a header row first")],
     map_: Annotated[list[str] | None, typer.Option(
         "--map", help="COLUMN=FIELD, repeatable: FIELD is email, phone, locale, timezone, "
                       "country, a declared attribute, consent.CHANNEL.PURPOSE, "
@@ -86,7 +129,11 @@ def import_file(
 ) -> None:
     """Import contacts: list hygiene, duplicates merged, consent with its evidence.
 
-    Refused rows go to FILE.rejected.csv; re-importing a file changes nothing."""
+    Refused rows go to FILE.rejected.csv; re-importing a file changes nothing (the
+    summary counts contacts created, updated and unchanged).
+
+    Example: nurture import crm.csv --consent email:newsletter --evidence wording_version=v3
+    """
     runtime = build_runtime(settings())
     mapping = {k: str(v) for k, v in pairs(map_, "--map").items()}
     mx = runtime.settings.check_mx if check_mx is None else check_mx
@@ -97,7 +144,7 @@ def import_file(
     with _progress(as_json) as bar:
         report = import_contacts(runtime, file, options, now(), bar)
     data = report.as_dict()
-    if emit(data, as_json):
+    if output.emit("import", data, as_json):
         return
     _summary(data)
 
@@ -105,32 +152,30 @@ def import_file(
 def _summary(data: dict[str, Any]) -> None:
     title = f"import of {data['file']}" + (" (dry run: nothing written)" if data["dry_run"]
                                            else "")
-    table = Table(title=title)
-    table.add_column("")
-    table.add_column("count", justify="right")
+    rows: list[tuple[str, int]] = []
     for label, key in (("rows", "rows"), ("contacts created", "created"),
                        ("contacts updated", "updated"), ("contacts unchanged", "unchanged"),
                        ("duplicate rows merged", "duplicates_merged"),
                        ("role accounts (kept out of marketing)", "role_accounts")):
-        table.add_row(label, str(data[key]))
+        rows.append((label, data[key]))
     for name, count in data["consent_recorded"].items():
-        table.add_row(f"consent {name}", str(count))
+        rows.append((f"consent {name}", count))
     for label, key in (("consent not recorded: withdrawn earlier", "consent_kept_withdrawn"),
                        ("consent not recorded: no address", "consent_without_address"),
                        ("numbers opted out earlier (SMS withdrawn)",
                         "number_opt_outs_inherited"),
                        ("MX not checked (resolver)", "mx_unchecked")):
         if data[key]:
-            table.add_row(label, str(data[key]))
-    table.add_row("rejected", str(data["rejected"]))
-    for reason, count in data["rejected_by_reason"].items():
-        table.add_row(f"  {reason}", str(count))
-    console.print(table)
+            rows.append((label, data[key]))
+    rows.append(("rejected", data["rejected"]))
+    rows += [(f"  {reason}", count) for reason, count in data["rejected_by_reason"].items()]
+    items: list[Any] = [output.table(title, ["", "count"], rows, right=["count"])]
     if data["ignored_columns"]:
-        console.print(f"ignored columns: {', '.join(data['ignored_columns'])} "
-                      "(map them with --map COLUMN=FIELD)")
+        items.append(escape(f"ignored columns: {', '.join(data['ignored_columns'])} "
+                            "(map them with --map COLUMN=FIELD)"))
     if data["rejected_file"]:
-        console.print(f"rejected rows: {data['rejected_file']}")
+        items.append(escape(f"rejected rows: {data['rejected_file']}"))
+    output.show(*items)
 
 
 # ---- events ---------------------------------------------------------------------------
@@ -153,9 +198,29 @@ event_app = typer.Typer(cls=_EventCommands, no_args_is_help=True,
 app.add_typer(event_app, name="event")
 
 
+@output.shape("event", "event record")
+class EventRecorded(output.Shape):
+    """One event recorded for a contact, or found recorded already (same `--id`)."""
+
+    event_id: int | None = Field(description="the stored event's id; null when nothing was "
+                                 "stored (a replay) or for a past event (`--at`)")
+    contact_id: int
+    type: str
+    source: Literal["cli"] = Field(description="events recorded here have source cli")
+    source_event_id: str | None = Field(description="`--id`: with the source, what makes "
+                                        "a replay")
+    occurred_at: datetime
+    past: bool = Field(description="recorded with `--at`: scored as of then, resumes no "
+                       "wait and triggers no journey")
+    change: Literal["created", "unchanged"] = Field(
+        description="created: stored and applied; unchanged: already recorded (same --id), "
+                    "nothing done")
+
+
 @event_app.command("record")
 def event_record(
-    who: Annotated[str, typer.Argument(help="email, E.164 phone or contact id")],
+    who: Annotated[str, typer.Argument(metavar="CONTACT",
+                                       help="email, E.164 phone or contact id")],
     event_type: Annotated[str, typer.Argument(metavar="TYPE", help="page.viewed, "
                                                                    "content.downloaded…")],
     prop: Annotated[list[str] | None, typer.Option(help="key=value, repeatable")] = None,
@@ -163,6 +228,8 @@ def event_record(
     at: Annotated[str | None, typer.Option(
         help="when it happened (ISO 8601 with a zone): scored as of then, with decay "
              "since; a past event resumes no wait and triggers no journey")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (times in UTC).")]
+    = False,
 ) -> None:
     """Record an event for a contact (scores, resumes waits, may change stage)."""
     runtime = build_runtime(settings())
@@ -174,14 +241,26 @@ def event_record(
                               contact_id=contact.id, source_event_id=source_id,
                               properties=pairs(prop, "--prop"))
         event_id = None if at else ingest(conn, runtime, event, clock)
-    if not at:
-        typer.echo(f"event {event_id}" if event_id else
-                   "already recorded (same --id): no change")
+    if at:
+        report = EventImportReport(file="", dry_run=False)
+        record_history(runtime, [(0, event)], clock, EventImportOptions(source="cli"),
+                       report)
+        created = report.stored > 0
+    else:
+        created = event_id is not None
+    data = {"event_id": event_id, "contact_id": contact.id, "type": event_type,
+            "source": "cli", "source_event_id": source_id, "occurred_at": occurred,
+            "past": bool(at), "change": "created" if created else "unchanged"}
+    if output.emit("event", data, as_json):
         return
-    report = EventImportReport(file="", dry_run=False)
-    record_history(runtime, [(0, event)], clock, EventImportOptions(source="cli"), report)
-    typer.echo(f"event recorded as of {occurred.isoformat()}" if report.stored else
-               "already recorded (same --id): no change")
+    if not created:
+        typer.echo(f"unchanged event {source_id}: already recorded for {who} (same --id): "
+                   "no change")
+        return
+    stored = f"created event {event_id}" if event_id else "created event"
+    as_of = (f" as of {output.when(occurred, output.zone_named(contact.timezone))}, scored "
+             "as of then" if at else "")
+    typer.echo(f"{stored}: {event_type} for {who}{as_of}")
 
 
 def _past(text: str, clock: datetime) -> datetime:
@@ -193,10 +272,39 @@ def _past(text: str, clock: datetime) -> datetime:
     return found
 
 
+@output.shape("event import")
+class EventImport(output.Shape):
+    """What an event import did (or would do, with `--dry-run`)."""
+
+    file: str
+    dry_run: bool = Field(description="true: checked and counted, nothing written")
+    rows: int = Field(description="data rows (or lines) read")
+    created: int = Field(description="events stored and scored")
+    updated: int = Field(description="always 0: a stored event is never changed")
+    unchanged: int = Field(description="events stored already (same source and id): "
+                           "nothing done")
+    late: int = Field(description="events older than their contact's last decay: their "
+                      "points count in full from it")
+    contacts: int = Field(description="contacts whose events were stored")
+    opt_outs: int = Field(description="opt-outs (STOP, unsubscribe) among them")
+    by_type: dict[str, int] = Field(description="events stored, by type")
+    rejected: int
+    rejected_by_reason: dict[str, int]
+    rejected_file: str | None = Field(description="where the refused rows were written")
+    rejected_rows: list[RejectedRow]
+
+
+def event_counts(data: dict[str, Any]) -> dict[str, Any]:
+    """`EventImportReport.as_dict()` as `EventImport` counts it (created / unchanged)."""
+    found = {k: v for k, v in data.items() if k not in ("stored", "replays")}
+    return {**found, "created": data["stored"], "updated": 0, "unchanged": data["replays"]}
+
+
 @event_app.command("import")
 def event_import(
-    file: Annotated[Path, typer.Argument(help="CSV/XLSX (email|phone|contact_id, type, "
-                                              "occurred_at, id, prop.KEY…) or JSON lines")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="CSV/XLSX (email|phone|"
+                                         "contact_id, type, occurred_at, id, prop.KEY…) or "
+                                         "JSON lines")],
     source: Annotated[str, typer.Option(help="the events' source: with their ids, what "
                                              "makes a replay")] = "import",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="check and count, write "
@@ -212,18 +320,18 @@ def event_import(
     options = EventImportOptions(source=source, dry_run=dry_run, encoding=encoding)
     with _progress(as_json) as bar:
         report = import_events(runtime, file, options, now(), bar)
-    data = report.as_dict()
-    if emit(data, as_json):
+    data = event_counts(report.as_dict())
+    if output.emit("event import", data, as_json):
         return
-    table = Table(title=f"events from {data['file']}" + (" (dry run)" if dry_run else ""))
-    table.add_column("")
-    table.add_column("count", justify="right")
-    for label in ("rows", "stored", "replays", "late", "contacts", "opt_outs", "rejected"):
-        table.add_row(label.replace("_", "-"), str(data[label]))
-    for name, count in data["by_type"].items():
-        table.add_row(f"  {name}", str(count))
-    for reason, count in data["rejected_by_reason"].items():
-        table.add_row(f"  rejected: {reason}", str(count))
-    console.print(table)
+    rows: list[tuple[str, int]] = [
+        ("rows", data["rows"]), ("created (stored)", data["created"]),
+        ("unchanged (stored already)", data["unchanged"]), ("late", data["late"]),
+        ("contacts", data["contacts"]), ("opt-outs", data["opt_outs"])]
+    rows += [(f"  {name}", count) for name, count in data["by_type"].items()]
+    rows.append(("rejected", data["rejected"]))
+    rows += [(f"  {reason}", count) for reason, count in data["rejected_by_reason"].items()]
+    title = f"events from {data['file']}" + (" (dry run: nothing written)" if dry_run else "")
+    items: list[Any] = [output.table(title, ["", "count"], rows, right=["count"])]
     if data["rejected_file"]:
-        console.print(f"rejected rows: {data['rejected_file']}")
+        items.append(escape(f"rejected rows: {data['rejected_file']}"))
+    output.show(*items)

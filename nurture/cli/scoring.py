@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+from pydantic import Field
 
-from nurture.cli.common import app, emit, now, settings
+from nurture.cli import output
+from nurture.cli.common import app, now, settings
 from nurture.engine.build import build_runtime
 from nurture.intake import maturity
 from nurture.services import contacts
@@ -15,9 +17,23 @@ from nurture.vocab import Stage
 _STAGES = ", ".join(s.value for s in Stage)
 
 
+@output.shape("stage")
+class StageSet(output.Shape):
+    """A contact's stage as sales set it."""
+
+    contact_id: int
+    previous: Stage = Field(description="the stage before")
+    stage: Stage
+    change: Literal["updated", "unchanged"] = Field(
+        description="updated: it moved (journeys it no longer fits are left); unchanged: it "
+                    "was already there")
+    reason: str = Field(description="why, as given (`--reason`)")
+
+
 @app.command("stage")
 def stage(
-    who: Annotated[str, typer.Argument(help="email, E.164 phone or contact id")],
+    who: Annotated[str, typer.Argument(metavar="CONTACT",
+                                       help="email, E.164 phone or contact id")],
     new_stage: Annotated[str, typer.Argument(metavar="STAGE", help=_STAGES)],
     reason: Annotated[str, typer.Option(help="why (kept; required to recycle)")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -28,10 +44,12 @@ def stage(
         contact = contacts.find_contact(conn, who)
         change = maturity.set_stage(conn, runtime, contact.id, new_stage, reason, now())
     data = {"contact_id": contact.id, "previous": change.old if change else contact.stage,
-            "stage": new_stage, "changed": change is not None, "reason": reason}
-    if emit(data, as_json):
+            "stage": new_stage, "change": "updated" if change else "unchanged",
+            "reason": reason}
+    if output.emit("stage", data, as_json):
         return
     if change is None:
-        typer.echo(f"{who} is already {new_stage}: no change")
+        typer.echo(f"unchanged contact {contact.id}: {who} is already {new_stage}")
     else:
-        typer.echo(f"{who}: {change.old} → {change.new}" + (f" ({reason})" if reason else ""))
+        typer.echo(f"updated contact {contact.id}: stage {change.old} → {change.new}"
+                   + (f" ({reason})" if reason else ""))

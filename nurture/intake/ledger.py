@@ -16,8 +16,9 @@ arriving through the channel's signed provider inbound).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection
 
@@ -36,11 +37,36 @@ def is_suppressed(conn: Connection, *addresses: str | None) -> bool:
     return bool(hashes and store.suppressed_among(conn, hashes))
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """One decision appended to the ledger, and what it did to the current state of its
+    channel and purpose."""
+
+    record_id: int
+    #: created: the first decision for this channel and purpose; updated: the action or
+    #: basis changed; unchanged: the same decision again (appended all the same, as
+    #: evidence of when it was said again)
+    change: Literal["created", "updated", "unchanged"]
+    #: the action in force before it (None when created)
+    previous: str | None = None
+
+
 def record_consent(conn: Connection, settings: Settings, now: datetime, *, contact: Any,
                    channel: str, purpose: str, action: str, source: str,
                    legal_basis: str = LegalBasis.CONSENT,
                    evidence: Mapping[str, Any] | None = None) -> int:
-    """Append one consent decision with its evidence. Validates channel, purpose, basis."""
+    """Append one consent decision with its evidence (see `record`); its record id."""
+    return record(conn, settings, now, contact=contact, channel=channel, purpose=purpose,
+                  action=action, source=source, legal_basis=legal_basis,
+                  evidence=evidence).record_id
+
+
+def record(conn: Connection, settings: Settings, now: datetime, *, contact: Any,
+           channel: str, purpose: str, action: str, source: str,
+           legal_basis: str = LegalBasis.CONSENT,
+           evidence: Mapping[str, Any] | None = None) -> Recorded:
+    """Append one consent decision with its evidence. Validates channel, purpose, basis.
+    Says whether it changed the state in force (the record is appended either way)."""
     if channel not in {c.value for c in Channel}:
         raise ContactError(f"unknown channel {channel!r} (email or sms)")
     if purpose != ALL_PURPOSES and purpose not in settings.purposes:
@@ -61,14 +87,16 @@ def record_consent(conn: Connection, settings: Settings, now: datetime, *, conta
     if granting and is_suppressed(conn, address):
         raise ContactError(f"{address} is on the suppression list (bounced, complained or "
                            "erased): consent cannot be recorded for it")
-    record = store.append_consent(
+    before = store.consent_statuses(conn, [contact.id]).get((contact.id, channel, purpose))
+    record_id = store.append_consent(
         conn, contact_id=contact.id, channel=channel, purpose=purpose, action=action,
         legal_basis=legal_basis, source=source, address=address, evidence=dict(evidence or {}),
         now=now)
     store.update_contact(conn, contact.id, {"evaluate_at": now, "updated_at": now})
-    return record
-
-
+    if before is None:
+        return Recorded(record_id, "created")
+    same = (before.action, before.legal_basis) == (action, legal_basis)
+    return Recorded(record_id, "unchanged" if same else "updated", before.action)
 
 
 def withdraw_number(conn: Connection, now: datetime, *, phone: str, source: str,

@@ -6,8 +6,9 @@ Each function takes an open connection (the caller's transaction) and `now`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection
 
@@ -35,14 +36,39 @@ def normalize_phone(raw: str, settings: Settings) -> str:
     return checked.e164
 
 
+#: the contact columns `add_contact` sets, compared before and after to say what changed
+PROFILE = ("email", "phone", "locale", "timezone", "country", "role_account")
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What `save_contact` did."""
+
+    contact_id: int
+    change: Literal["created", "updated", "unchanged"]
+    #: the profile fields that changed (`attributes.KEY` for an attribute), when updated
+    fields: tuple[str, ...] = ()
+
+
 def add_contact(conn: Connection, settings: Settings, now: datetime, *, email: str | None,
                 phone: str | None = None, locale: str | None = None,
                 timezone: str | None = None, country: str | None = None,
                 attributes: Mapping[str, Any] | None = None) -> int:
     """Create a contact, or update the one with the same email (idempotent). Returns its id."""
+    return save_contact(conn, settings, now, email=email, phone=phone, locale=locale,
+                        timezone=timezone, country=country, attributes=attributes).contact_id
+
+
+def save_contact(conn: Connection, settings: Settings, now: datetime, *, email: str | None,
+                 phone: str | None = None, locale: str | None = None,
+                 timezone: str | None = None, country: str | None = None,
+                 attributes: Mapping[str, Any] | None = None) -> Saved:
+    """Create a contact, or update the one with the same email (by phone without one),
+    and say which: the stored profile is compared before and after, so saving the same
+    values again is `unchanged` and writes nothing."""
     if not email and not phone:
         raise ContactError("a contact needs an email or a phone number")
-    values: dict[str, Any] = {"updated_at": now, "evaluate_at": now}
+    values: dict[str, Any] = {}
     if email:
         values["email"], values["role_account"] = normalize_email(email, settings)
     if phone:
@@ -62,17 +88,27 @@ def add_contact(conn: Connection, settings: Settings, now: datetime, *, email: s
     existing = (store.contact_row(conn, email=values.get("email")) if email
                 else store.contact_row(conn, phone=values["phone"]))
     if existing is not None:
-        before = dict(existing._mapping["attributes"] or {})
+        row = existing._mapping
+        before = dict(row["attributes"] or {})
         merged = {**before, **(attributes or {})}
-        store.update_contact(conn, existing.id, {**values, "attributes": merged})
+        changed = tuple([name for name in PROFILE if name in values
+                         and values[name] != row[name]]
+                        + [f"attributes.{key}" for key in merged
+                           if key not in before or merged[key] != before[key]])
         contact_id, profiled = int(existing.id), merged != before
+        if changed:
+            store.update_contact(conn, contact_id, {**values, "attributes": merged,
+                                                    "updated_at": now, "evaluate_at": now})
+        saved = Saved(contact_id, "updated" if changed else "unchanged", changed)
     else:
         values.setdefault("locale", settings.default_locale)
         values.setdefault("timezone", settings.default_timezone)
-        values.update(attributes=dict(attributes or {}), created_at=now, stage="lead",
-                      temperature="cold", score=0.0, fit=0.0, decay_at=None)
+        values.update(attributes=dict(attributes or {}), created_at=now, updated_at=now,
+                      evaluate_at=now, stage="lead", temperature="cold", score=0.0, fit=0.0,
+                      decay_at=None)
         values.setdefault("role_account", False)
         contact_id, profiled = store.insert_contact(conn, values), bool(attributes)
+        saved = Saved(contact_id, "created")
     if phone and (existing is None or existing.phone != values["phone"]):
         # a number that texted STOP stays opted out for whoever takes it
         ledger.inherit_number_opt_out(conn, now, contact_id=contact_id, phone=values["phone"])
@@ -80,7 +116,7 @@ def add_contact(conn: Connection, settings: Settings, now: datetime, *, email: s
         from nurture.intake import maturity  # maturity → reply_effects → contacts
 
         maturity.reassess(conn, settings, contact_id, now)
-    return contact_id
+    return saved
 
 
 def find_contact(conn: Connection, who: str) -> Any:
