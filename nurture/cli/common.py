@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,8 +79,3 @@ def _scalar(value: str) -> Any:
             pass
     return {"true": True, "false": False}.get(value.lower(), value)
 
-
-def emit(data: Any, as_json: bool) -> bool:
-    if as_json:
-        typer.echo(json.dumps(data, default=str, ensure_ascii=False, indent=2))
-    return as_json

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 from pydantic import Field
@@ -25,8 +25,7 @@ from nurture.vocab import (
     Temperature,
 )
 
-#: what a command did to the one thing it names (CLI conventions: "What changed")
-Change = Literal["created", "updated", "unchanged"]
+Change = output.Change
 
 Who = Annotated[str, typer.Argument(metavar="CONTACT",
                                    help="email, E.164 phone or contact id")]

@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, tzinfo
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
@@ -29,6 +29,10 @@ from rich.table import Table
 
 #: the exit codes every command keeps (README "Exit codes")
 OK, USER_ERROR, USAGE_ERROR, NOT_READY = 0, 1, 2, 3
+
+
+#: what a command did to the one thing it names
+Change = Literal["created", "updated", "unchanged"]
 
 
 class Shape(BaseModel):
