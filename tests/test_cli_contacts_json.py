@@ -176,3 +176,19 @@ def test_contact_forget_json(project, monkeypatch, capsys):
     assert gone["rows"] == sum(gone["deleted"].values()) >= 2 and gone["suppressed"] == 1
     code, _, err = run(monkeypatch, capsys, "contact", "show", EMAIL)
     assert code == 1 and "no contact" in err
+
+
+def test_withdrawing_the_whole_channel_says_whether_any_purpose_moved(project, monkeypatch,
+                                                                      capsys):
+    run_json(monkeypatch, capsys, "contact add", EMAIL)
+    run_json(monkeypatch, capsys, "consent grant", EMAIL, "--channel", "email", "--purpose",
+             "newsletter")
+    everything = ("--channel", "email", "--purpose", "*")
+    first = run_json(monkeypatch, capsys, "consent withdraw", EMAIL, *everything)
+    assert (first["change"], first["previous"]) == ("updated", "granted")
+    again = run_json(monkeypatch, capsys, "consent withdraw", EMAIL, *everything)
+    assert again["change"] == "unchanged"
+    # the newsletter is withdrawn in force: withdrawing it alone changes nothing either
+    alone = run_json(monkeypatch, capsys, "consent withdraw", EMAIL, "--channel", "email",
+                     "--purpose", "newsletter")
+    assert alone["change"] == "unchanged"

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection
 
+from nurture.compliance.consent import ConsentStatus
 from nurture.compliance.hygiene import address_hash
 from nurture.config.settings import Settings
 from nurture.errors import ContactError
@@ -87,16 +88,39 @@ def record(conn: Connection, settings: Settings, now: datetime, *, contact: Any,
     if granting and is_suppressed(conn, address):
         raise ContactError(f"{address} is on the suppression list (bounced, complained or "
                            "erased): consent cannot be recorded for it")
-    before = store.consent_statuses(conn, [contact.id]).get((contact.id, channel, purpose))
+    statuses = store.consent_statuses(conn, [contact.id])
+    before = _in_force(statuses, contact.id, channel, purpose)
     record_id = store.append_consent(
         conn, contact_id=contact.id, channel=channel, purpose=purpose, action=action,
         legal_basis=legal_basis, source=source, address=address, evidence=dict(evidence or {}),
         now=now)
     store.update_contact(conn, contact.id, {"evaluate_at": now, "updated_at": now})
+    if purpose == ALL_PURPOSES:  # the whole channel: a change if any purpose moves
+        moved = [found for (_, ch, p) in statuses if ch == channel and p != ALL_PURPOSES
+                 and (found := _in_force(statuses, contact.id, ch, p)) is not None
+                 and found[0] != action]
+        if moved:
+            return Recorded(record_id, "updated", moved[0][0])
     if before is None:
         return Recorded(record_id, "created")
-    same = (before.action, before.legal_basis) == (action, legal_basis)
-    return Recorded(record_id, "unchanged" if same else "updated", before.action)
+    # a withdrawal is the same whatever basis it names; a grant changes with its basis
+    same = before[0] == action and (action == ConsentAction.WITHDRAWN
+                                    or before[1] == legal_basis)
+    return Recorded(record_id, "unchanged" if same else "updated", before[0])
+
+
+def _in_force(statuses: Mapping[tuple[int, str, str], ConsentStatus], contact_id: int,
+              channel: str, purpose: str) -> tuple[str, str] | None:
+    """(action, basis) in force for one purpose: its latest decision, unless a later
+    withdrawal of the whole channel overrides it; None when nothing was ever decided."""
+    specific = statuses.get((contact_id, channel, purpose))
+    if specific is None:
+        return None
+    wide = statuses.get((contact_id, channel, ALL_PURPOSES))
+    if (purpose != ALL_PURPOSES and wide is not None
+            and wide.action == ConsentAction.WITHDRAWN and wide.at >= specific.at):
+        return ConsentAction.WITHDRAWN, specific.legal_basis
+    return specific.action, specific.legal_basis
 
 
 def withdraw_number(conn: Connection, now: datetime, *, phone: str, source: str,
