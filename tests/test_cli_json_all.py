@@ -5,6 +5,7 @@ shape `nurture schema --command NAME` prints."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,11 @@ def test_schema_prints_each_shape(monkeypatch: pytest.MonkeyPatch,
         code, out, err = run(monkeypatch, capsys, "schema", "--command", name)
         assert code == 0, err
         assert json.loads(out) == model.model_json_schema()
+
+
+def test_the_readme_lists_every_shape() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("### Scripting: `--json`, shapes and exit codes")[1].split("\n\n")[2]
+    listed = {re.match(r" ?`(?:nurture )?([a-z ]+?)(?: --[a-z]+)+`", name).group(1)  # type: ignore[union-attr]
+              for row in table.splitlines()[2:] for name in row.split("|")[1].split(",")}
+    assert listed >= set(SHAPES) - {"event record"}
