@@ -167,3 +167,17 @@ def test_a_journey_handoff_gets_the_full_payload_and_duplicates_are_skipped(
     assert payload["source"] == "warm-consideration" and payload["reason"] == "asked for a call"
     assert payload["contact"]["email"] == "a@example.com" and payload["stage"] == "lead"
     assert saved[0]["payload"]["contact"]["email"] == "a@example.com"  # kept for retries
+
+
+def test_the_payload_carries_the_score_as_every_output_shows_it(tmp_path: Path) -> None:
+    """One number per fact: sales see 92.6 in the email, the CRM gets 92.6, not 92.55."""
+    from nurture.views import ContactView
+
+    rt = runtime(tmp_path, "http://127.0.0.1:9/unused")
+    cid = add(rt, "camille@example.com", FITTING)
+    with rt.db.begin() as conn:
+        store.update_contact(conn, cid, {"score": 92.55, "fit": 59.95})
+        [row] = conn.execute(select(db.contact).where(db.contact.c.id == cid)).mappings()
+        payload = handoffs.full_payload(conn, {"payload": {}, "reason": "asked"},
+                                        ContactView.from_row(row))
+    assert (payload["score"], payload["fit"]) == (92.6, 60.0)

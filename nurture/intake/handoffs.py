@@ -35,7 +35,7 @@ from nurture.intake import maturity
 from nurture.providers.base import OutgoingMessage
 from nurture.store import maturity as ms
 from nurture.store import queries as store
-from nurture.views import ContactView
+from nurture.views import ContactView, shown_score
 from nurture.vocab import MessageKind
 
 log = logging.getLogger("nurture.handoffs")
@@ -133,7 +133,8 @@ def _prepare(conn: Connection, rt: Runtime, rows: list[dict[str, Any]],
 def full_payload(conn: Connection, row: dict[str, Any], contact: ContactView) -> dict[str, Any]:
     events = maturity.events_payload(ms.qualifying_events(conn, [contact.id]).get(contact.id, []))
     return {**row["payload"], "reason": row["reason"], "contact":
-            maturity.contact_payload(contact), "score": contact.score, "fit": contact.fit,
+            maturity.contact_payload(contact), "score": shown_score(contact.score),
+            "fit": shown_score(contact.fit),
             "temperature": contact.temperature, "stage": contact.stage, "events": events}
 
 
