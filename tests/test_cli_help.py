@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import typer.main
 
 from nurture.cli.main import app
@@ -53,3 +54,15 @@ def test_no_flag_shows_a_value_type() -> None:
         assert "<bool>" not in result.output, path
         shown.append(result.output)
     assert any("<str>" in text for text in shown)
+
+
+@pytest.mark.parametrize("command", ["contact add", "import", "preview", "simulate", "report",
+                                     "apply"])
+def test_the_commands_marketers_use_most_show_an_example(command: str) -> None:
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, [*command.split(), "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    example = text.split("Example: ", 1)[1]
+    assert f"nurture {command} " in example.split(" Example: ")[0] + " "
