@@ -282,3 +282,37 @@ def test_shipped_subjects_and_calls_to_action_avoid_what_filters_score(rt: Runti
             html = mail.get_body(("html",)).get_content()
             for button in re.findall(r'class="button"[^>]*>([^<]+)<', html):
                 assert not SPAMMY.search(button), (name, locale, button)
+
+
+def _clear_header_caches() -> None:
+    from nurture.providers import outbox
+
+    for cached in (outbox._parsed, outbox._folded, outbox._folded_binary):
+        cached.cache_clear()
+
+
+def test_headers_kept_from_one_message_to_the_next_give_the_same_bytes() -> None:
+    """A batch's repeated headers are parsed and folded once: the next message, and one
+    built with nothing kept, come out byte for byte as if each were built alone."""
+    long_subject = "Votre guide : planifier les équipes du dimanche sans heures sup " * 2
+    first, second = (send.OutgoingMessage(
+        f"id-{n}", "email", f"Léa {n} <lea{n}@exemple.fr>", "Équipe Acme <bonjour@acmé.fr>",
+        subject=long_subject, text="Bonjour", html="<p>Bonjour</p>",
+        headers={"List-Id": "Newsletter <newsletter.acme.example>"}) for n in (1, 2))
+    _clear_header_caches()
+    alone = bytes(build_email(second).as_bytes())
+    _clear_header_caches()
+    build_email(first).as_bytes()
+    after_first = bytes(build_email(second).as_bytes())
+    assert after_first == alone
+    assert "lea2@exemple.fr" in header_block(after_first)
+
+
+def test_a_header_value_with_a_line_break_is_still_refused() -> None:
+    """Kept headers must not skip the check against header injection."""
+    message = send.OutgoingMessage("id-1", "email", "lea@exemple.fr", "bonjour@acme.fr",
+                                   subject="Bonjour\r\nBcc: everyone@example.com",
+                                   text="Bonjour")
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            build_email(message)

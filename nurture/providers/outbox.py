@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import logging
@@ -51,16 +52,60 @@ _SPACE_BEFORE_FOLD_BYTES = re.compile(rb"[ \t]+(?=\r?\n[ \t])")
 
 
 class _MailPolicy(_Policy):
-    """Each header folded as `_folding` says; the body's lines may run to 998."""
+    """Each header folded as `_folding` says; the body's lines may run to 998.
+
+    Parsing and folding a header is most of what building an email costs, and most of
+    a batch's headers repeat from one message to the next (From, Subject, Date, List-Id,
+    Feedback-ID, the MIME headers): each (name, value) is parsed and folded once, the
+    same header object and the same bytes given back for every later message. Both
+    depend on nothing but the name and the value (the folding policies are fixed)."""
+
+    def header_store_parse(self, name: str, value: Any) -> tuple[str, Any]:
+        if type(value) is str:
+            return _parsed(self.header_factory, name, value)
+        return super().header_store_parse(name, value)
 
     def fold(self, name: str, value: Any) -> str:
-        return _SPACE_BEFORE_FOLD.sub("", str(_folding(value).fold(name, value)))
+        return _folded(type(value).__name__, name, value)
 
     def fold_binary(self, name: str, value: Any) -> bytes:
-        return _SPACE_BEFORE_FOLD_BYTES.sub(b"", _folding(value).fold_binary(name, value))
+        return _folded_binary(type(value).__name__, name, value)
+
+
+#: distinct (name, value) pairs kept: a batch's repeated headers, not every message id
+_CACHED_HEADERS = 1024
+
+
+@functools.lru_cache(maxsize=_CACHED_HEADERS)
+def _parsed(factory: Any, name: str, value: str) -> tuple[str, Any]:
+    if len(value.splitlines()) > 1:
+        raise ValueError("Header values may not contain linefeed or carriage return "
+                         "characters")
+    return name, _header_class(factory, name)(name, value)
+
+
+@functools.lru_cache(maxsize=256)
+def _header_class(factory: Any, name: str) -> Any:
+    """The registry's class for a header name (it builds a new class at each lookup)."""
+    return factory[name]
+
+
+# the header's kind (its class's name) is in the key: the same text parsed as another
+# kind of header (a raw string, an address list) may fold differently
+@functools.lru_cache(maxsize=_CACHED_HEADERS)
+def _folded(kind: str, name: str, value: Any) -> str:
+    return _SPACE_BEFORE_FOLD.sub("", str(_folding(value).fold(name, value)))
+
+
+@functools.lru_cache(maxsize=_CACHED_HEADERS)
+def _folded_binary(kind: str, name: str, value: Any) -> bytes:
+    return _SPACE_BEFORE_FOLD_BYTES.sub(b"", _folding(value).fold_binary(name, value))
 
 
 EMAIL_POLICY = _MailPolicy(max_line_length=998)
+
+#: the sender's address (the same for every message) made ASCII once
+_ascii_address = functools.lru_cache(maxsize=256)(ascii_address)
 
 
 class OutboxProvider:
@@ -109,7 +154,7 @@ def build_email(message: OutgoingMessage) -> EmailMessage:
     """An RFC 5322 message: text and HTML alternatives, with our headers."""
     mail = EmailMessage(policy=EMAIL_POLICY)
     # IDN domains in their ASCII form: an encoded-word is not allowed in an address
-    mail["From"] = ascii_address(message.sender)
+    mail["From"] = _ascii_address(message.sender)
     mail["To"] = ascii_address(message.to)
     if message.reply_to:
         mail["Reply-To"] = ascii_address(message.reply_to)
