@@ -81,6 +81,9 @@ class Daemon:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         seconds = self.runtime.settings.tick_seconds
+        # a tick longer than the interval is normal under load: the runs it skips (one
+        # tick at a time, by design) are not worth a warning at every interval
+        logging.getLogger("apscheduler.executors.default").setLevel(logging.ERROR)
         self.scheduler.add_job(self._job, "interval", seconds=seconds, max_instances=1,
                                coalesce=True, next_run_time=self.clock(), id="tick")
         log.info("nurture daemon %s: a tick every %ss", self.runtime.worker, seconds)
