@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from nurture.authoring import journey as J
@@ -62,6 +62,14 @@ class Batch:
     now: datetime
     #: (journey, version) → the version each claimed enrollment runs (None: not applied)
     versions: Mapping[tuple[str, str], LoadedJourney | None] = field(default_factory=dict)
+    _sms: send.SmsComposer | None = field(default=None, repr=False)
+
+    @property
+    def sms(self) -> send.SmsComposer:
+        """Composes the batch's SMS (what a country or locale needs is found once)."""
+        if self._sms is None:
+            self._sms = send.SmsComposer(self.settings, self.catalog, self.links)
+        return self._sms
 
 
 @dataclass
@@ -171,13 +179,15 @@ def _advance(loaded: LoadedJourney, rules: LoadedJourney, contact: ContactView,
              outcome: Outcome, batch: Batch, lease_until: datetime) -> None:
     state, now, journey = outcome.enrollment, batch.now, rules.journey
     step = _resume(loaded, outcome, now)
+    exits = [(reason, source) for reason, source in (("goal reached", journey.goal),
+                                                     ("exit condition", journey.exit_when))
+             if source is not None]
     for _ in range(MAX_STEPS_PER_RUN):
         if step is None:
             outcome.steps.append(trace_row(state, "end", "completed", "", now, step_id=None))
             return _finish(outcome, now, EnrollmentState.COMPLETED, "completed")
         state["step_id"] = step.id
-        for reason, source in (("goal reached", journey.goal),
-                               ("exit condition", journey.exit_when)):
+        for reason, source in exits:
             if _holds(rules, source, contact):
                 outcome.trace("exit", reason, source or "", now)
                 return _finish(outcome, now, EnrollmentState.EXITED, reason)
@@ -217,7 +227,7 @@ def _wait(loaded: LoadedJourney, step: J.WaitStep | J.WaitForStep, contact: Cont
     state["seq"] += 1
     state["wait_step"] = step.id
     if isinstance(step, J.WaitForStep):
-        until = now + parse_duration(step.timeout)
+        until = now + _duration(step.timeout)
         state.update(state=EnrollmentState.WAITING, wait_event=step.event, next_run_at=until)
         outcome.trace("wait_for", "waiting", f"{step.event}, {step.timeout} at most", now,
                       until)
@@ -246,9 +256,20 @@ def _jump(loaded: LoadedJourney, step_id: str | None) -> Any:
     return loaded.steps[step_id] if step_id else None
 
 
+_DURATIONS: dict[str, timedelta] = {}
+
+
+def _duration(text: str) -> timedelta:
+    """`parse_duration`, once per text (steps repeat a few of them)."""
+    found = _DURATIONS.get(text)
+    if found is None:
+        found = _DURATIONS[text] = parse_duration(text)
+    return found
+
+
 def _wait_until(step: J.WaitStep, contact: ContactView, now: datetime) -> datetime:
     if step.duration:
-        return now + parse_duration(step.duration)
+        return now + _duration(step.duration)
     assert step.until is not None
     return next_local_time(step.until.days, step.until.time, contact.timezone, now)
 
@@ -285,34 +306,36 @@ def _send(loaded: LoadedJourney, step: J.SendStep, contact: ContactView, outcome
     public_id = send.new_public_id(now)
     variant = J.choose_variant(step, contact.id, loaded.id)
     template = variant.template if variant else step.template or ""
-    row: dict[str, Any] = {"public_id": public_id, "contact_id": contact.id, "enrollment": state,
-           "step_id": step.id, "channel": step.channel, "purpose": purpose,
-           "template": template, "to": contact.address(step.channel) or "", "now": now}
-    tag = {"variant": variant.template if variant else None}
+    tag = variant.template if variant else None
+
+    def skipped(reason: str, error: str, **values: Any) -> None:
+        row = send.message_row(public_id=public_id, contact_id=contact.id, enrollment=state,
+                               step_id=step.id, channel=step.channel, purpose=purpose,
+                               template=template, to=contact.address(step.channel) or "",
+                               now=now, state=MessageState.SKIPPED, skip_reason=reason,
+                               error=error, **values)
+        row["variant"] = tag  # the last column, as in every row of the batch
+        outcome.messages.append(row)
+
     if isinstance(verdict, gates.Skipped):
-        outcome.messages.append(send.message_row(**row, state=MessageState.SKIPPED,
-                                                 skip_reason=verdict.reason,
-                                                 error=verdict.detail) | tag)
+        skipped(verdict.reason, verdict.detail)
         outcome.trace("send", "skipped", f"{verdict.reason}: {verdict.detail}", now)
         return True
     try:
         composed = compose(batch, loaded, step, contact, purpose, public_id, template)
     except TemplateError as e:
-        outcome.messages.append(send.message_row(**row, state=MessageState.SKIPPED,
-                                                 skip_reason=SkipReason.RENDER_ERROR,
-                                                 error=str(e)) | tag)
+        skipped(SkipReason.RENDER_ERROR, str(e))
         raise
     refused = _sms_refusal(batch.settings, composed)
     if refused is not None:
-        outcome.messages.append(send.message_row(
-            **row, state=MessageState.SKIPPED, skip_reason=refused.reason, error=refused.detail,
-            locale=composed.locale, text=composed.message.text, segments=composed.segments)
-            | tag)
+        skipped(refused.reason, refused.detail, locale=composed.locale,
+                text=composed.message.text, segments=composed.segments)
         outcome.trace("send", "skipped", f"{refused.reason}: {refused.detail}", now)
         return True
-    outcome.messages.append(send.row_for(composed, template=template, now=now,
-                                         lease_until=lease_until, enrollment=state,
-                                         step_id=step.id) | tag)
+    row = send.row_for(composed, template=template, now=now, lease_until=lease_until,
+                       enrollment=state, step_id=step.id)
+    row["variant"] = tag
+    outcome.messages.append(row)
     outcome.trace("send", "sent", f"{step.channel} {template} ({composed.locale})", now)
     outcome.outgoing.append(composed.message)
     batch.gate_state.record_send(contact.id, step.channel, batch.settings.frequency_caps)
@@ -341,9 +364,8 @@ def compose(batch: Batch, loaded: LoadedJourney, step: J.SendStep, contact: Cont
     links = MessageLinks(batch.links, public_id)
     context = template_context(batch.settings, contact, links, public_id, loaded.journey)
     if step.channel == "sms":
-        return send.compose_sms(batch.settings, batch.catalog, batch.links,
-                                template=template, contact=contact, context=context,
-                                purpose=purpose, public_id=public_id, now=batch.now)
+        return batch.sms.compose(template=template, contact=contact, context=context,
+                                 purpose=purpose, public_id=public_id, now=batch.now)
     return send.compose_email(batch.settings, batch.catalog, template=template,
                               contact=contact, context=context, purpose=purpose,
                               public_id=public_id, now=batch.now,

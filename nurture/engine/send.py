@@ -94,14 +94,42 @@ def compose_sms(settings: Settings, catalog: TemplateCatalog, links: Links, *,
                 template: str, contact: ContactView, context: Mapping[str, Any],
                 purpose: str, public_id: str, now: datetime,
                 kind: str = MessageKind.JOURNEY) -> Composed:
-    marketing = _marketing(settings, purpose)
-    mention = settings.stop_mention_for(contact.country, contact.locale) if marketing else None
-    sms = catalog.render_sms(template, contact.locale, context, stop_mention=mention)
-    message = OutgoingMessage(
-        public_id, "sms", contact.phone or "", settings.sender.sms_sender_for(contact.country),
-        text=sms.text, status_callback=f"{links.base_url}/webhooks/twilio/status?m={public_id}",
-        created_at=now, contact_id=contact.id, purpose=purpose, kind=kind)
-    return Composed(message, sms.locale, sms.segments)
+    return SmsComposer(settings, catalog, links).compose(
+        template=template, contact=contact, context=context, purpose=purpose,
+        public_id=public_id, now=now, kind=kind)
+
+
+class SmsComposer:
+    """`compose_sms` for the many messages of a batch: what depends only on the contact's
+    country and locale (the STOP mention, the sender) is found once per batch."""
+
+    def __init__(self, settings: Settings, catalog: TemplateCatalog, links: Links) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.callback = f"{links.base_url}/webhooks/twilio/status?m="
+        self._mentions: dict[tuple[str | None, str], str | None] = {}
+        self._senders: dict[str | None, str] = {}
+
+    def compose(self, *, template: str, contact: ContactView, context: Mapping[str, Any],
+                purpose: str, public_id: str, now: datetime,
+                kind: str = MessageKind.JOURNEY) -> Composed:
+        settings, country = self.settings, contact.country
+        mention = None
+        if _marketing(settings, purpose):
+            key = (country, contact.locale)
+            if key in self._mentions:
+                mention = self._mentions[key]
+            else:
+                mention = self._mentions[key] = settings.stop_mention_for(*key)
+        sender = self._senders.get(country)
+        if sender is None:
+            sender = self._senders[country] = settings.sender.sms_sender_for(country)
+        sms = self.catalog.render_sms(template, contact.locale, context, stop_mention=mention)
+        message = OutgoingMessage(
+            public_id, "sms", contact.phone or "", sender, text=sms.text,
+            status_callback=self.callback + public_id, created_at=now, contact_id=contact.id,
+            purpose=purpose, kind=kind)
+        return Composed(message, sms.locale, sms.segments)
 
 
 def compose_email(settings: Settings, catalog: TemplateCatalog, *, template: str,
@@ -207,10 +235,12 @@ class Guard:
     version moved (a withdrawal, a grant, a suppression committed meanwhile) are the
     run's contacts read again. Use it as a context manager around the run."""
 
-    def __init__(self, rt: Runtime, messages: Sequence[OutgoingMessage]) -> None:
+    def __init__(self, rt: Runtime, messages: Sequence[OutgoingMessage],
+                 hashes: Mapping[str, str] | None = None) -> None:
         self.rt = rt
         self.contact_ids = sorted({m.contact_id for m in messages if m.contact_id})
-        self.hash_of = {m.public_id: address_hash(m.to) for m in messages}
+        known = hashes or {}
+        self.hash_of = {m.public_id: known.get(m.to) or address_hash(m.to) for m in messages}
         self.hashes = set(self.hash_of.values())
         self.version: int | None = None
         self.state = gates.GateState({}, set())
@@ -322,16 +352,18 @@ class Delivery:
 
 
 def deliver(rt: Runtime, messages: Sequence[OutgoingMessage], now: datetime,
-            attempts: Sequence[int] | None = None) -> Delivery:
-    """Hand each recorded message to its provider after the guard's last look, then
-    record every outcome in one transaction."""
+            attempts: Sequence[int] | None = None,
+            hashes: Mapping[str, str] | None = None) -> Delivery:
+    """Hand each recorded message to its provider after the guard's last look, recording
+    the outcomes a chunk at a time. `hashes`: address → `address_hash`, where the caller
+    computed them already."""
     done = Delivery()
     if not messages:
         return done
     results: list[dict[str, Any]] = []
     written = 0
     flushed_at = time.monotonic()
-    with Guard(rt, messages) as guard:
+    with Guard(rt, messages, hashes) as guard:
         for index, message in enumerate(messages):
             tries = attempts[index] if attempts else 1
             refused = guard.verdict(message)

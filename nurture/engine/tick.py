@@ -13,15 +13,18 @@ version, a removal, a pause. Enrollments of a paused journey are not claimed.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
+from nurture.authoring.journey import SendStep
 from nurture.compliance import gates
 from nurture.compliance.hygiene import address_hash
 from nurture.engine import executor, membership, versions
@@ -79,35 +82,75 @@ def tick(rt: Runtime, now: datetime, should_stop: Callable[[], bool] = lambda: F
     with rt.db.reader() as conn:
         if versions.refresh(rt, conn):
             rt.catalog = catalog_for(rt.settings)  # templates fixed since: read them again
-    maturity_jobs.decay_due(rt, now)
-    maturity_jobs.recycle_unaccepted(rt, now)
-    handoffs.deliver_due(rt, now)
-    report.unknown = expire_and_reconcile(rt, now)
-    report.entered = membership.enter_due_contacts(rt, now)
-    report.entered += membership.sweep(rt, now, should_stop)
-    retried = retry_due(rt, now)
-    report.retried = retried.handled
-    report.add_delivery(retried)
+        # what there is to do, read once: each part below would otherwise take the write
+        # lock to find nothing (what a part makes due for a later one is passed on)
+        pending = store.pending_work(conn, now)
+    changed = maturity_jobs.decay_due(rt, now) + maturity_jobs.recycle_unaccepted(rt, now)
+    handed = handoffs.deliver_due(rt, now)
+    if pending.expired:
+        report.unknown = expire_and_reconcile(rt, now)
+    if pending.evaluations or changed:
+        report.entered = membership.enter_due_contacts(rt, now)
+    if pending.sweeps:
+        report.entered += membership.sweep(rt, now, should_stop)
+    if pending.retries or pending.expired or handed:  # reconciled: retried now
+        retried = retry_due(rt, now)
+        report.retried = retried.handled
+        report.add_delivery(retried)
+    if not (pending.due or report.entered):
+        return report
     while not should_stop():
-        if not run_batch(rt, now, report):
-            break
+        with collector_paused():
+            if not run_batch(rt, now, report):
+                break
     return report
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection during a batch: what a batch allocates is freed by
+    reference counting as it goes, and the collections its thousands of live rows would
+    trigger meanwhile (each one traversing them all) cost more than the batch's SQL.
+    Cycles, if any, are collected once the batch is done."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def run_batch(rt: Runtime, now: datetime, report: TickReport) -> int:
-    """Claim, execute and record one batch, then deliver it. Returns how many ran."""
+    """Claim, execute and record one batch, then deliver it. Returns how many ran.
+
+    On SQLite (one writer at a time) the claim is the first read of the transaction that
+    runs and records the batch: no one can take those rows before it commits, so they need
+    no mark, and a crash before the commit leaves them due as they were. On PostgreSQL the
+    claim is a transaction of its own (a lease, marked), shared out with SKIP LOCKED."""
     lease_until = now + rt.lease
-    with rt.db.begin() as conn:
-        claimed = work.claim_due(conn, now, rt.settings.batch_size, rt.worker, lease_until,
-                                 skip_journeys=sorted(rt.paused))
-    if not claimed:
-        return 0
-    with rt.db.begin() as conn:
-        batch = prefetch(conn, rt, claimed, now)
-        outcomes = [executor.run(row, batch, lease_until) for row in claimed]
-        record(conn, rt, outcomes, batch, now)
+    skip = sorted(rt.paused)
+    if rt.db.is_sqlite:
+        with rt.db.begin() as conn:
+            claimed = work.claim_due(conn, now, rt.settings.batch_size, rt.worker, lease_until,
+                                     skip_journeys=skip, mark=False)
+            if not claimed:
+                return 0
+            outcomes, batch = execute(conn, rt, claimed, now, lease_until, worker=None)
+    else:
+        with rt.db.begin() as conn:
+            claimed = work.claim_due(conn, now, rt.settings.batch_size, rt.worker,
+                                     lease_until, skip_journeys=skip)
+        if not claimed:
+            return 0
+        with rt.db.begin() as conn:
+            outcomes, batch = execute(conn, rt, claimed, now, lease_until, worker=rt.worker)
     outgoing = [m for o in outcomes for m in o.outgoing]
-    delivered = deliver(rt, outgoing, now)
+    hashes = {address: hashed for contact in batch.contacts.values()
+              for channel, hashed in contact.address_hashes.items()
+              if (address := contact.address(channel))}
+    delivered = deliver(rt, outgoing, now, hashes=hashes)
     report.add_delivery(delivered)
     if delivered.failed:
         report.blocked += block_refused(rt, outgoing, now)
@@ -121,6 +164,16 @@ def run_batch(rt: Runtime, now: datetime, report: TickReport) -> int:
     return len(claimed)
 
 
+def execute(conn: Connection, rt: Runtime, claimed: list[dict[str, Any]], now: datetime,
+            lease_until: datetime, worker: str | None
+            ) -> tuple[list[executor.Outcome], executor.Batch]:
+    """Run the claimed enrollments on prefetched data and record their outcomes."""
+    batch = prefetch(conn, rt, claimed, now)
+    outcomes = [executor.run(row, batch, lease_until) for row in claimed]
+    record(conn, rt, outcomes, batch, now, claimed, worker)
+    return outcomes, batch
+
+
 def prefetch(conn: Connection, rt: Runtime, claimed: list[dict[str, Any]],
              now: datetime) -> executor.Batch:
     ids = sorted({row["contact_id"] for row in claimed})
@@ -130,10 +183,13 @@ def prefetch(conn: Connection, rt: Runtime, claimed: list[dict[str, Any]],
     current = [rt.journeys[j] for j in {jid for jid, _ in running} if j in rt.journeys]
     journeys = list({id(j): j for j in [*current, *running.values()] if j}.values())
     membership.attach_event_counts(conn, contacts, journeys, now)
+    # the suppression list is read for the addresses the batch's send steps may use
+    channels = {step.channel for j in journeys for step in j.steps.values()
+                if isinstance(step, SendStep)}
     for contact in contacts.values():
         contact.address_hashes = {channel: address_hash(address) for channel, address
                                   in (("email", contact.email), ("sms", contact.phone))
-                                  if address}
+                                  if address and channel in channels}
     hashes = {h for c in contacts.values() for h in c.address_hashes.values()}
     state = gates.GateState(store.consent_statuses(conn, ids), store.suppressed_among(conn, hashes))
     for index, cap in enumerate(rt.settings.frequency_caps):
@@ -146,10 +202,13 @@ def prefetch(conn: Connection, rt: Runtime, claimed: list[dict[str, Any]],
 
 
 def record(conn: Connection, rt: Runtime, outcomes: list[executor.Outcome],
-           batch: executor.Batch, now: datetime) -> None:
-    """Write a batch's outcomes: messages first, then positions, then contact changes."""
+           batch: executor.Batch, now: datetime, claimed: list[dict[str, Any]],
+           worker: str | None) -> None:
+    """Write a batch's outcomes: messages first, then positions, then contact changes.
+    `claimed`: the enrollments as claimed (only what changed is written); `worker`: whose
+    claim is released (None: the claim was not marked, see `run_batch`)."""
     work.insert_messages(conn, [m for o in outcomes for m in o.messages])
-    work.write_enrollments(conn, rt.worker, [o.enrollment for o in outcomes])
+    work.write_enrollments(conn, worker, [o.enrollment for o in outcomes], claimed)
     jstore.insert_step_runs(conn, [row for o in outcomes for row in o.steps])
     # a contact leaving a journey may now enter another one
     store.flag_for_evaluation(conn, [o.enrollment["contact_id"] for o in outcomes

@@ -7,6 +7,7 @@ commit on their own, so callers decide what is atomic.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -77,14 +78,35 @@ VIEW_COLUMNS = ("id", "email", "phone", "locale", "timezone", "country", "stage"
                 "temperature", "score", "fit", "role_account", "attributes")
 
 
+def _driver_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """A read at the driver, in the connection's transaction: no statement compiled, no
+    value processed (the hot reads of each batch; `codec` reads what needs reading)."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(codec.driver_sql(conn, sql), tuple(params))
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _in_chunks(conn: Connection, sql: str, values: Sequence[Any],
+               before: Sequence[Any] = (), after: Sequence[Any] = ()) -> Iterable[tuple[Any, ...]]:
+    """The rows of `sql`, whose `{in}` is a list of placeholders, for `values` a chunk at
+    a time (`before` and `after`: the parameters around the list)."""
+    for part in chunks(values):
+        marks = ", ".join("?" * len(part))
+        yield from _driver_rows(conn, sql.replace("{in}", marks), [*before, *part, *after])
+
+
 def load_contacts(conn: Connection, ids: Sequence[int]) -> dict[int, ContactView]:
     """The contacts as the steps see them: only the columns a view needs (no timestamps
     to convert), fetched in chunks."""
-    columns = [db.contact.c[name] for name in VIEW_COLUMNS]
+    sql = f"SELECT {', '.join(VIEW_COLUMNS)} FROM contact WHERE id IN ({{in}})"
+    read = codec.read_document
     found: dict[int, ContactView] = {}
-    for part in chunks(list(ids)):
-        for row in conn.execute(select(*columns).where(db.contact.c.id.in_(part))):
-            found[row[0]] = ContactView(*row[:11], attributes=dict(row[11] or {}))  # type: ignore[misc]
+    for row in _in_chunks(conn, sql, list(ids)):
+        found[row[0]] = ContactView(*row[:10], role_account=bool(row[10]),  # type: ignore[misc]
+                                    attributes=dict(read(row[11]) or {}))
     return found
 
 
@@ -172,14 +194,12 @@ def append_consent(conn: Connection, *, contact_id: int, channel: str, purpose: 
 
 def consent_statuses(conn: Connection,
                      contact_ids: Sequence[int]) -> dict[tuple[int, str, str], ConsentStatus]:
-    t = db.consent_state
-    found = {}
-    for part in chunks(list(contact_ids)):
-        rows = conn.execute(select(t.c.contact_id, t.c.channel, t.c.purpose, t.c.action,
-                                   t.c.legal_basis, t.c.updated_at).where(t.c.contact_id.in_(part)))
-        for cid, channel, purpose, action, basis, at in rows:
-            found[(cid, channel, purpose)] = ConsentStatus(action, basis, at)
-    return found
+    sql = ("SELECT contact_id, channel, purpose, action, legal_basis, updated_at "
+           "FROM consentstate WHERE contact_id IN ({in})")
+    read = codec.read_time
+    return {(cid, channel, purpose): ConsentStatus(action, basis, read(at))  # type: ignore[arg-type]
+            for cid, channel, purpose, action, basis, at
+            in _in_chunks(conn, sql, list(contact_ids))}
 
 
 def consent_history(conn: Connection, contact_id: int) -> list[dict[str, Any]]:
@@ -205,13 +225,8 @@ def suppress(conn: Connection, address_hash: str, reason: str, detail: str, now:
 
 
 def suppressed_among(conn: Connection, hashes: Iterable[str]) -> set[str]:
-    t = db.suppression
-    wanted = list(set(hashes))
-    found: set[str] = set()
-    for part in chunks(wanted):
-        found.update(conn.execute(select(t.c.address_hash).where(t.c.address_hash.in_(part)))
-                     .scalars())
-    return found
+    sql = "SELECT address_hash FROM suppression WHERE address_hash IN ({in})"
+    return {row[0] for row in _in_chunks(conn, sql, sorted(set(hashes)))}
 
 
 def contacts_holding(conn: Connection, phone: str) -> list[int]:
@@ -432,16 +447,13 @@ def update_message(conn: Connection, message_id: int, values: Mapping[str, Any])
 def pressure_counts(conn: Connection, contact_ids: Sequence[int], since: datetime,
                     states: Sequence[str]) -> dict[tuple[int, str], int]:
     """(contact, channel) → messages that count against caps since `since`."""
-    t = db.message
-    found: dict[tuple[int, str], int] = {}
-    for part in chunks(list(contact_ids)):
-        stmt = (select(t.c.contact_id, t.c.channel, func.count())
-                .where(t.c.contact_id.in_(part), t.c.created_at >= since,
-                       t.c.state.in_(list(states)))
-                .group_by(t.c.contact_id, t.c.channel))
-        for cid, channel, count in conn.execute(stmt):
-            found[(cid, channel)] = count
-    return found
+    states = list(states)
+    sql = ("SELECT contact_id, channel, count(*) FROM message WHERE contact_id IN ({in}) "
+           f"AND created_at >= ? AND state IN ({', '.join('?' * len(states))}) "
+           "GROUP BY contact_id, channel")
+    after = [codec.write_time(since, conn.dialect.name == "sqlite"), *states]
+    return {(cid, channel): count
+            for cid, channel, count in _in_chunks(conn, sql, list(contact_ids), after=after)}
 
 
 def expire_sending(conn: Connection, now: datetime) -> list[dict[str, Any]]:
@@ -453,6 +465,35 @@ def expire_sending(conn: Connection, now: datetime) -> list[dict[str, Any]]:
                                   error="outcome unknown: the daemon stopped during the send")
                           .returning(t))
     return [dict(r) for r in result.mappings()]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What a tick may find to do at `now`, read in one statement (an idle tick then
+    takes no write lock for the rest)."""
+
+    #: messages `sending` past their lease
+    expired: bool
+    #: retries whose time has come
+    retries: bool
+    #: contacts flagged for (re)evaluation
+    evaluations: bool
+    #: journeys whose entry sweep is not finished
+    sweeps: bool
+    #: enrollments due (claimed or not)
+    due: bool
+
+
+def pending_work(conn: Connection, now: datetime) -> Pending:
+    stamp = codec.write_time(now, conn.dialect.name == "sqlite")
+    sql = ("SELECT EXISTS (SELECT 1 FROM message WHERE state = 'sending' AND lease_until < ?), "
+           "EXISTS (SELECT 1 FROM message WHERE state = 'retrying' AND next_attempt_at <= ?), "
+           "EXISTS (SELECT 1 FROM contact WHERE evaluate_at <= ?), "
+           "EXISTS (SELECT 1 FROM journeystate WHERE sweep_after IS NOT NULL "
+           "AND version IS NOT NULL), "
+           "EXISTS (SELECT 1 FROM enrollment WHERE next_run_at <= ?)")
+    [row] = _driver_rows(conn, sql, (stamp,) * 4)
+    return Pending(*(bool(value) for value in row))
 
 
 def release_expired_claims(conn: Connection, now: datetime) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select, update
 from nurture.store import database as db
 from nurture.store import queries as store
 from nurture.store import tables as models
-from nurture.store.codec import execute_many
+from nurture.store.codec import driver_sql, execute_many, read_time, write_time
 
 ENROLLMENT_FIELDS = ("journey_version", "step_id", "seq", "state", "next_run_at", "wait_event",
                      "wait_step", "ended_at", "end_reason", "last_error", "updated_at")
@@ -30,10 +30,18 @@ CLAIM_COLUMNS = ("id", "contact_id", "journey_id", "journey_version", "step_id",
 
 
 def claim_due(conn: Connection, now: datetime, limit: int, worker: str,
-              lease_until: datetime, skip_journeys: Sequence[str] = ()) -> list[dict[str, Any]]:
+              lease_until: datetime, skip_journeys: Sequence[str] = (),
+              mark: bool = True) -> list[dict[str, Any]]:
     """Take up to `limit` due enrollments for this worker until `lease_until`: one
     UPDATE … RETURNING over the due rows (on PostgreSQL locked with SKIP LOCKED, so
-    several daemons never take the same row). `skip_journeys`: paused ones."""
+    several daemons never take the same row). `skip_journeys`: paused ones.
+
+    `mark=False` (SQLite, where the caller runs and records the batch in this same
+    transaction, holding the one write lock throughout): the due rows are only read,
+    since no one else can take them before the transaction ends; `write_enrollments`
+    is then called with `worker=None`."""
+    if not mark:
+        return _read_due(conn, now, limit, skip_journeys)
     t = db.enrollment
     where = [t.c.next_run_at <= now, store.unclaimed(now)]
     if skip_journeys:
@@ -51,15 +59,63 @@ def claim_due(conn: Connection, now: datetime, limit: int, worker: str,
     return rows
 
 
-def write_enrollments(conn: Connection, worker: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Save each enrollment's new position and release our claim, in one statement."""
+def _read_due(conn: Connection, now: datetime, limit: int,
+              skip_journeys: Sequence[str]) -> list[dict[str, Any]]:
+    """`claim_due`'s rows, read at the driver (the claim's own conditions)."""
+    skip = list(skip_journeys)
+    stamp = write_time(now, conn.dialect.name == "sqlite")
+    sql = (f"SELECT {', '.join(CLAIM_COLUMNS)} FROM enrollment WHERE next_run_at <= ? "
+           "AND (claimed_until IS NULL OR claimed_until < ?)"
+           + (f" AND journey_id NOT IN ({', '.join('?' * len(skip))})" if skip else "")
+           + " ORDER BY next_run_at, id LIMIT ?")
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(driver_sql(conn, sql), (stamp, stamp, *skip, limit))
+        found = cursor.fetchall()
+    finally:
+        cursor.close()
+    at = CLAIM_COLUMNS.index("updated_at")
+    rows = []
+    for values in found:
+        row = dict(zip(CLAIM_COLUMNS, values, strict=True))
+        row.update(updated_at=read_time(values[at]), next_run_at=None, ended_at=None)
+        rows.append(row)
+    rows.sort(key=lambda row: row["id"])
+    return rows
+
+
+#: written whatever they were: a run always moves `next_run_at` (and these are in no index)
+ALWAYS_WRITTEN = ("next_run_at", "ended_at", "updated_at")
+
+
+def write_enrollments(conn: Connection, worker: str | None, rows: Sequence[Mapping[str, Any]],
+                      claimed: Sequence[Mapping[str, Any]] | None = None) -> None:
+    """Save each enrollment's new position and release our claim (`worker`; None: the
+    rows were read, not marked, in this transaction — see `claim_due`).
+
+    With `claimed` (each row as claimed, in the same order), only the columns a run
+    changed are written, a statement per set of them (a batch's rows mostly share one):
+    writing `state` unchanged would still rewrite its two indexes, the costliest part of
+    the statement."""
     if not rows:
         return
-    assignments = ", ".join(f"{f} = ?" for f in ENROLLMENT_FIELDS)
-    sql = (f"UPDATE enrollment SET {assignments}, claimed_by = NULL, claimed_until = NULL "
-           "WHERE id = ? AND claimed_by = ?")
-    execute_many(conn, sql, db.enrollment, ENROLLMENT_FIELDS,
-                 [[*(r[f] for f in ENROLLMENT_FIELDS), r["id"], worker] for r in rows])
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    if claimed is None:
+        groups[ENROLLMENT_FIELDS] = list(rows)
+    else:
+        for row, before in zip(rows, claimed, strict=True):
+            fields = tuple(f for f in ENROLLMENT_FIELDS
+                           if f in ALWAYS_WRITTEN or row[f] != before[f])
+            groups.setdefault(fields, []).append(row)
+    for fields, group in groups.items():
+        assignments = ", ".join(f"{f} = ?" for f in fields)
+        sql = f"UPDATE enrollment SET {assignments}, claimed_by = NULL, claimed_until = NULL "
+        if worker is None:
+            execute_many(conn, sql + "WHERE id = ?", db.enrollment, fields,
+                         [[*(r[f] for f in fields), r["id"]] for r in group])
+        else:
+            execute_many(conn, sql + "WHERE id = ? AND claimed_by = ?", db.enrollment, fields,
+                         [[*(r[f] for f in fields), r["id"], worker] for r in group])
 
 
 def insert_messages(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
