@@ -52,7 +52,7 @@ class Daemon:
 
     def run_once(self) -> TickReport:
         now = self.clock()
-        report = tick(self.runtime, now, should_stop=self.stopping.is_set)
+        report = tick(self.runtime, now, should_stop=self.stopping.is_set, clock=self.clock)
         log.info("tick: %s", summary(report))
         with self.runtime.db.begin() as conn:  # `nurture status` shows each daemon's beat
             daemons.beat(conn, self.runtime.worker, self.started_at, now, report.as_dict())

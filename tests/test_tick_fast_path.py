@@ -250,3 +250,19 @@ def test_sms_segments_agree_with_a_character_by_character_count(text: str) -> No
 ])
 def test_mentions_stop_matches_the_word_whatever_its_case(text: str, mentioned: bool) -> None:
     assert mentions_stop(text) is mentioned
+
+
+def test_each_batch_of_a_long_tick_runs_at_the_time_it_is_claimed(make_runtime: Any) -> None:
+    """A tick outlasting its lease: the later batches' messages carry the time they were
+    really taken (their leases count from then), not the tick's start."""
+    rt = make_runtime("lease_seconds = 60\nbatch_size = 2\n", {"onboarding": SERIES})
+    for i in range(4):
+        add(rt, f"c{i}@example.com")
+    tick(rt, MONDAY, should_stop=lambda: True)  # entered, due now, not run yet
+    times = iter(MONDAY + timedelta(minutes=10 * n) for n in range(1, 10))
+    report = tick(rt, MONDAY, clock=lambda: next(times))
+    assert report.sent == 4
+    made = sorted((m["created_at"], m["lease_until"]) for m in messages(rt))
+    assert [at for at, _ in made] == [MONDAY + timedelta(minutes=10)] * 2 + [
+        MONDAY + timedelta(minutes=20)] * 2
+    assert all(until is None or until == at + timedelta(seconds=60) for at, until in made)

@@ -76,8 +76,16 @@ class TickReport:
                 self.skipped[str(row["skip_reason"])] += 1
 
 
-def tick(rt: Runtime, now: datetime, should_stop: Callable[[], bool] = lambda: False) -> TickReport:
-    """One pass over everything due at `now`."""
+def tick(rt: Runtime, now: datetime, should_stop: Callable[[], bool] = lambda: False,
+         clock: Callable[[], datetime] | None = None) -> TickReport:
+    """One pass over everything due at `now`.
+
+    A tick can outlast its start: thousands of due contacts, a paced provider. Each batch
+    therefore reads `clock` (the daemon's; by default time stands at `now`) when it is
+    claimed, so its lease runs from when it was really taken — a lease counted from the
+    tick's start could have expired before the batch began, and another daemon would take
+    its messages for lost — and its send windows are judged at the time it sends."""
+    read_clock = clock or (lambda: now)
     report = TickReport()
     with rt.db.reader() as conn:
         if versions.refresh(rt, conn):
@@ -101,7 +109,7 @@ def tick(rt: Runtime, now: datetime, should_stop: Callable[[], bool] = lambda: F
         return report
     while not should_stop():
         with collector_paused():
-            if not run_batch(rt, now, report):
+            if not run_batch(rt, max(now, read_clock()), report):
                 break
     return report
 
