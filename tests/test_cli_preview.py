@@ -235,3 +235,4 @@ def test_the_preview_is_what_the_send_path_sends(
         shown["subject"], shown["sender"], shown["to"])
     assert token.sub("/u/…", body.get_content().strip()) == token.sub("/u/…", shown["text"])
     assert "None" not in shown["text"]
+

@@ -340,3 +340,12 @@ def test_small_products_still_work(tmp_path: Path) -> None:
     (sms / "ok.en.txt").write_text("{{ '-' * 3 }}{{ 2 ** 3 }}")
     catalog = TemplateCatalog(tmp_path, default_locale="en", locales=["en"])
     assert catalog.render_sms("ok", "en", catalog.sample_context("en")).text == "---8"
+
+
+def test_a_missing_number_attribute_printed_bare_renders_nothing(tmp_path: Path) -> None:
+    """`{{ contact.company_size }}` for a contact without one: empty, not "None"."""
+    from nurture.content.sandbox import BoundedSandbox
+
+    env = BoundedSandbox()
+    assert env.from_string("[{{ size }}]").render(size=None) == "[]"
+    assert env.from_string("[{{ size }}]").render(size=0) == "[0]"

@@ -172,7 +172,10 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.filters = {name: self._metered_filter(name, f) for name, f in self.filters.items()}
 
     def built(self, value: Any) -> Any:
-        """A value the template just built: refused past MAX_LENGTH, charged to the render."""
+        """A value the template just built: refused past MAX_LENGTH, charged to the render.
+        Nothing (None: an attribute the contact lacks) prints as nothing, never "None"."""
+        if value is None:
+            return ""
         budget = BUDGET.get()
         if isinstance(value, TEXT):
             size = len(value)
