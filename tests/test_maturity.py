@@ -426,3 +426,22 @@ def test_set_steps_and_events_on_one_contact_wait_for_each_other(tmp_path: Path,
     thread.join(10)
     assert state(rt, cid)["contact"]["score"] == 85
     rt.db.dispose()
+
+
+def test_an_event_moves_evaluate_at_to_now_only_when_it_is_not_due_already(
+        rt: Runtime) -> None:
+    """An already-due evaluation keeps its (earlier) time: rewriting the indexed column
+    to the same effect is work for nothing; a future or empty one becomes now."""
+    due, later, empty = (add(rt, f"{name}@example.com") for name in ("due", "later", "empty"))
+    earlier = MONDAY - timedelta(hours=2)
+    with rt.db.begin() as conn:
+        store.update_contact(conn, due, {"evaluate_at": earlier})
+        store.update_contact(conn, later, {"evaluate_at": MONDAY + timedelta(days=3)})
+        store.update_contact(conn, empty, {"evaluate_at": None})
+    at = MONDAY + timedelta(minutes=5)
+    for cid in (due, later, empty):
+        event(rt, cid, "page.viewed", at, url="/pricing")
+    with rt.db.begin() as conn:
+        found = dict(conn.execute(select(db.contact.c.id, db.contact.c.evaluate_at)).all())
+    assert found[due] == earlier
+    assert found[later] == at and found[empty] == at

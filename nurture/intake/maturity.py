@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection
@@ -44,6 +45,8 @@ class Writes:
     moved: set[int] = field(default_factory=set)
     #: contacts whose attributes changed
     profiled: set[int] = field(default_factory=set)
+    #: contacts already due for journey evaluation (`evaluate_at` ≤ now, left as it is)
+    due: set[int] = field(default_factory=set)
 
     def add(self, contact: ContactView, changes: Iterable[scoring.Change],
             event_id: int | None = None) -> None:
@@ -71,16 +74,22 @@ class Writes:
     def flush(self, conn: Connection, settings: Settings,
               decay_at: dict[int, datetime | None], reschedule: bool = False) -> None:
         """Write changes, then contacts (with their next decay), then handoffs."""
-        ms.insert_changes(conn, self.changes)
-        # rows grouped by the columns they set: indexed columns (decay_at, stage) are
-        # written only when they change, which spares SQLite index updates
+        # by contact, each contact's in their order: the index on (contact, rule, at) is
+        # walked in one direction instead of at random
+        ms.insert_changes(conn, sorted(self.changes, key=_contact_of))
+        # rows grouped by the columns they set: indexed columns (decay_at, stage,
+        # evaluate_at) are written only when they change, which spares SQLite index
+        # updates; in id order, as the rows lie
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for cid, contact in self.contacts.items():
+        every = decay_every(settings)
+        for cid in sorted(self.contacts):
+            contact = self.contacts[cid]
             row = {"id": cid, "score": contact.score, "fit": contact.fit,
-                   "temperature": contact.temperature, "updated_at": self.now,
-                   "evaluate_at": self.now}
+                   "temperature": contact.temperature, "updated_at": self.now}
+            if cid not in self.due:
+                row["evaluate_at"] = self.now
             current = decay_at.get(cid)
-            decays = next_decay(settings, contact.score, current, self.now, reschedule)
+            decays = next_decay(every, contact.score, current, self.now, reschedule)
             if decays != current:
                 row["decay_at"] = decays
             if cid in self.staged:
@@ -96,21 +105,31 @@ class Writes:
                                               self.now) for cid, change in prospects.items()])
 
 
+_contact_of = itemgetter(0)
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def next_decay(settings: Settings, score: float, current: datetime | None, now: datetime,
-               reschedule: bool) -> datetime | None:
-    """When this contact's score decays next: none at 0 or without a half-life; the
-    decay job reschedules, an event only starts the schedule."""
-    if score == 0 or not settings.scoring.half_life:
+def decay_every(settings: Settings) -> timedelta | None:
+    """How often scores decay; None without a half-life (scores never decay)."""
+    if not settings.scoring.half_life:
+        return None
+    return parse_duration(settings.scoring.decay_every)
+
+
+def next_decay(every: timedelta | None, score: float, current: datetime | None,
+               now: datetime, reschedule: bool) -> datetime | None:
+    """When this contact's score decays next (`decay_every`): none at 0 or without a
+    half-life; the decay job reschedules, an event only starts the schedule."""
+    if score == 0 or every is None:
         return None
     if current is not None and not reschedule:
         return current
-    return now + parse_duration(settings.scoring.decay_every)
+    return now + every
 
 
 # ---- events ---------------------------------------------------------------------------
@@ -125,19 +144,20 @@ def on_event(conn: Connection, rt: Runtime, event_id: int, event: IncomingEvent,
 def on_events(conn: Connection, rt: Runtime, items: Sequence[tuple[int, IncomingEvent]],
               now: datetime) -> dict[int, ContactView]:
     """The batched form of `on_event` (`intake.ingest_many`): a few queries per batch.
-    Returns the contacts as it left them (written, with `evaluate_at` now), so the caller
-    need not load or flag them again."""
+    Returns the contacts as it left them (written, due for journey evaluation by now), so
+    the caller need not load or flag them again."""
     items = [(eid, ev) for eid, ev in items if ev.contact_id is not None]
     if not items:
         return {}
     config = rt.settings.scoring
-    contacts, decay_at = ms.lock_contacts(conn, {ev.contact_id for _, ev in items if ev.contact_id})
+    contacts, decay_at, due = ms.lock_for_scoring(
+        conn, {ev.contact_id for _, ev in items if ev.contact_id}, now)
     rules = scoring.compiled(config)
     matched = [_match(rt.settings, rules.rules, event) for _, event in items]
     hits = _cap_hits(conn, config, [(ev.contact_id or 0, m[0]) for (_, ev), m
                                     in zip(items, matched, strict=True)], now)
     reply_points = reply_effects.points(rt.settings)
-    writes = Writes(now)
+    writes = Writes(now, due=due)
     fits: dict[int, scoring.Fit] = {}  # by contact, when the attributes alone decide it
     for (event_id, event), (found, properties, intent) in zip(items, matched, strict=True):
         contact = contacts.get(event.contact_id or 0)

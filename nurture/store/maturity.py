@@ -20,6 +20,8 @@ from nurture.store.codec import (
     execute_many,
     read_document,
     read_time,
+    write_document,
+    write_time,
 )
 from nurture.store.queries import chunks
 from nurture.store.tables import LIVE_SQL
@@ -44,6 +46,21 @@ def _fetch(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any,
         result.close()
 
 
+class _Stamps:
+    """Timestamps as the driver takes them (`codec.write_time`), each distinct one
+    converted once: a batch's rows share a few (its `now`)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.sqlite = conn.dialect.name == "sqlite"
+        self.known: dict[datetime | None, Any] = {}
+
+    def __call__(self, value: datetime | None) -> Any:
+        found = self.known.get(value, self)
+        if found is self:
+            found = self.known[value] = write_time(value, self.sqlite)
+        return found
+
+
 def _update_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """One executemany UPDATE by id; every row carries the same keys."""
     if not rows:
@@ -57,9 +74,9 @@ def _update_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any
 # ---- contacts ------------------------------------------------------------------------
 
 
-#: what a ContactView needs, and decay_at (the other timestamps are not read)
+#: what a ContactView needs, decay_at and evaluate_at (the other timestamps are not read)
 _VIEW = ("id", "email", "phone", "locale", "timezone", "country", "stage", "temperature",
-         "score", "fit", "role_account", "attributes", "decay_at")
+         "score", "fit", "role_account", "attributes", "decay_at", "evaluate_at")
 
 
 def contact_views(conn: Connection, ids: Iterable[int], lock: bool = False
@@ -67,29 +84,48 @@ def contact_views(conn: Connection, ids: Iterable[int], lock: bool = False
     """Contacts as views, and when each decays next. With `lock` (to change scores) the
     rows are locked in id order on PostgreSQL, so two transactions never add points to
     the same stale score."""
-    sqlite = conn.dialect.name == "sqlite"
-    columns = ", ".join(f'"{name}"' for name in _VIEW)
-    found: dict[int, ContactView] = {}
-    decay_at: dict[int, datetime | None] = {}
-    times: dict[Any, datetime | None] = {}  # contacts scored together decay together
-    for part in chunks(sorted(set(ids))):
-        sql = f"SELECT {columns} FROM contact WHERE id IN ({_marks(len(part))}) ORDER BY id"
-        if lock and not sqlite:
-            sql += " FOR UPDATE"
-        for (cid, email, phone, locale, zone, country, stage, temperature, score, fit,
-             role_account, attributes, decays) in _fetch(conn, sql, part):
-            found[cid] = ContactView(cid, email, phone, locale, zone, country, stage,
-                                     temperature, score, fit, bool(role_account),
-                                     read_document(attributes) or {})
-            if decays not in times:
-                times[decays] = read_time(decays)
-            decay_at[cid] = times[decays]
+    found, decay_at, _ = _views(conn, ids, lock, None)
     return found, decay_at
 
 
 def lock_contacts(conn: Connection, ids: Iterable[int]
                   ) -> tuple[dict[int, ContactView], dict[int, datetime | None]]:
     return contact_views(conn, ids, lock=True)
+
+
+def lock_for_scoring(conn: Connection, ids: Iterable[int], now: datetime
+                     ) -> tuple[dict[int, ContactView], dict[int, datetime | None], set[int]]:
+    """`lock_contacts`, and the contacts already due for journey evaluation by `now`
+    (`evaluate_at` ≤ now): writing them spares rewriting that indexed column."""
+    return _views(conn, ids, True, now)
+
+
+def _views(conn: Connection, ids: Iterable[int], lock: bool, now: datetime | None
+           ) -> tuple[dict[int, ContactView], dict[int, datetime | None], set[int]]:
+    sqlite = conn.dialect.name == "sqlite"
+    columns = ", ".join(f'"{name}"' for name in _VIEW)
+    found: dict[int, ContactView] = {}
+    decay_at: dict[int, datetime | None] = {}
+    due: set[int] = set()
+    times: dict[Any, datetime | None] = {}  # contacts scored together decay together
+    for part in chunks(sorted(set(ids))):
+        sql = f"SELECT {columns} FROM contact WHERE id IN ({_marks(len(part))}) ORDER BY id"
+        if lock and not sqlite:
+            sql += " FOR UPDATE"
+        for (cid, email, phone, locale, zone, country, stage, temperature, score, fit,
+             role_account, attributes, decays, evaluate) in _fetch(conn, sql, part):
+            found[cid] = ContactView(cid, email, phone, locale, zone, country, stage,
+                                     temperature, score, fit, bool(role_account),
+                                     read_document(attributes) or {})
+            if decays not in times:
+                times[decays] = read_time(decays)
+            decay_at[cid] = times[decays]
+            if now is not None and evaluate is not None:
+                if evaluate not in times:
+                    times[evaluate] = read_time(evaluate)
+                if times[evaluate] <= now:  # type: ignore[operator]
+                    due.add(cid)
+    return found, decay_at, due
 
 
 def update_contacts(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -146,12 +182,19 @@ CHANGE_COLUMNS = ("contact_id", "field", "old", "new", "delta", "rule", "event_i
                   "at")
 
 
+_INSERT_CHANGE = (f"INSERT INTO contactchange ({', '.join(f'{c!r}' for c in CHANGE_COLUMNS)}) "
+                  f"VALUES ({_marks(len(CHANGE_COLUMNS))})").replace("'", '"')
+
+
 def insert_changes(conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
-    """Explained changes, each row the values of CHANGE_COLUMNS."""
+    """Explained changes, each row the values of CHANGE_COLUMNS (`at`, the only
+    timestamp, last)."""
     if rows:
-        sql = (f"INSERT INTO contactchange ({', '.join(f'{c!r}' for c in CHANGE_COLUMNS)}) "
-               f"VALUES ({_marks(len(CHANGE_COLUMNS))})").replace("'", '"')
-        execute_many(conn, sql, db.contact_change, CHANGE_COLUMNS, rows)
+        stamp = _Stamps(conn)
+        at = rows[0][-1]  # a batch's changes share their time
+        bound = stamp(at)
+        conn.exec_driver_sql(driver_sql(conn, _INSERT_CHANGE), [
+            (*row[:-1], bound if row[-1] is at else stamp(row[-1])) for row in rows])
 
 
 _SCORES = "AND field = 'score' "
@@ -216,14 +259,20 @@ def insert_events(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[i
         else:
             keyed.setdefault((row["source"], row["source_event_id"]), index)
     values = f"({_marks(len(EVENT_COLUMNS))})"
+    stamp = _Stamps(conn)
     for part in chunks(list(keyed.values()), 1000):
         sql = (f"INSERT INTO event ({', '.join(EVENT_COLUMNS)}) "
                f"VALUES {', '.join(values for _ in part)} "
                "ON CONFLICT (source, source_event_id) DO NOTHING "
                "RETURNING id, source, source_event_id")
-        bound = driver_rows(conn, t, EVENT_COLUMNS,
-                            ([rows[i][c] for c in EVENT_COLUMNS] for i in part))
-        for new_id, source, source_id in _fetch(conn, sql, [v for row in bound for v in row]):
+        bound: list[Any] = []  # the rows' values one after the other, as the driver takes them
+        add = bound.extend
+        for i in part:
+            row = rows[i]
+            add((row["contact_id"], row["type"], row["source"], row["source_event_id"],
+                 stamp(row["occurred_at"]), stamp(row["received_at"]), row["message_id"],
+                 write_document(row["properties"]), write_document(row["raw"])))
+        for new_id, source, source_id in _fetch(conn, sql, bound):
             ids[keyed[(source, source_id)]] = new_id
     if plain:
         stmt = insert(t).returning(t.c.id, sort_by_parameter_order=True)
