@@ -113,3 +113,15 @@ def test_values_sent_to_the_driver_read_back_as_sqlalchemy_gives_them(
     assert change["at"] == NOW and change["at"].tzinfo == UTC
     assert contact[1].email == "c1@example.com" and contact[1].attributes == {}
     assert contact[1].role_account is False and decay_at == {1: None}
+
+
+def test_every_sqlite_connection_gets_wal_and_its_page_cache(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'pragmas.db'}")
+    try:
+        with database.begin() as writer, database.reader() as reader:
+            for conn in (writer, reader):
+                found = [conn.exec_driver_sql(f"PRAGMA {name}").scalar_one()
+                         for name in ("journal_mode", "synchronous", "cache_size")]
+                assert found == ["wal", 1, -8192]  # synchronous 1 = NORMAL
+    finally:
+        database.dispose()
