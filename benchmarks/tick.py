@@ -143,6 +143,11 @@ def seed(config: Path, count: int, due: int) -> None:
                                    [row(i) for i in range(start, min(start + CHUNK, count + 1))])
         # seeded enrolled: the entry sweep that follows an apply has nothing left to do
         journeys.jstore.set_sweep(conn, "reminder", None)
+    if not database.is_sqlite:
+        with database.begin() as conn:
+            # statistics, as autovacuum's analyze gives a live database: right after a bulk
+            # load PostgreSQL's planner scans whole tables for the idle tick's checks
+            conn.exec_driver_sql("ANALYZE")
     database.dispose()
     rt.db.dispose()
 
