@@ -11,18 +11,14 @@ from pathlib import Path
 import pytest
 
 from nurture.cli.output import SHAPES
-from tests.cli_support import run, run_json
-from tests.conftest import apply_config, write_project
+from tests.cli_support import applied_project, run, run_json
 
 EMAIL = "camille@example.com"
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    config = write_project(tmp_path / "p")
-    apply_config(config)
-    monkeypatch.setenv("NURTURE_CONFIG", str(config))
-    return config
+    return applied_project(tmp_path / "p", monkeypatch)
 
 
 def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:

@@ -4,12 +4,11 @@ refusing to start before anything is applied."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from nurture.cli.main import main
+from tests.cli_support import run as run_cli
 from tests.conftest import write_project
 
 HELLO = """
@@ -32,14 +31,7 @@ def nurture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("COLUMNS", "200")
 
     def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["nurture", *args])
-        code = 0
-        try:
-            main()
-        except SystemExit as e:
-            code = int(e.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
+        return run_cli(monkeypatch, capsys, *args)
 
     run.journeys = config.parent / "journeys"  # type: ignore[attr-defined]
     return run

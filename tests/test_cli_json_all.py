@@ -14,19 +14,9 @@ import typer.main
 
 from nurture.cli.main import app
 from nurture.cli.output import SHAPES
-from tests.cli_support import run, run_json
-from tests.conftest import apply_config, write_project
+from tests.cli_support import HELLO, applied_project, run, run_json
 from tests.test_cli_help import commands
 
-JOURNEY = """
-id: hello
-name: Hello
-purpose: newsletter
-entry: { when: "stage == 'lead'" }
-steps:
-  - { id: welcome, type: send, channel: email, template: cold/welcome-guide }
-  - { id: pause, type: wait, duration: 3d }
-"""
 EMAIL = "camille@example.com"
 
 
@@ -51,9 +41,7 @@ def test_every_json_command_has_a_shape_and_every_shape_a_command() -> None:
 
 def test_every_command_prints_its_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    config = write_project(tmp_path / "p", journeys={"hello": JOURNEY})
-    apply_config(config)
-    monkeypatch.setenv("NURTURE_CONFIG", str(config))
+    applied_project(tmp_path / "p", monkeypatch, {"hello": HELLO})
     monkeypatch.setenv("COLUMNS", "60")  # a narrow pipe changes nothing in JSON
     ran: set[str] = set()
 

@@ -3,44 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from nurture.cli.main import main
-from tests.conftest import apply_config, write_project
-
-JOURNEY = """
-id: hello
-name: Hello
-purpose: newsletter
-entry: { when: "stage == 'lead'" }
-steps:
-  - { id: welcome, type: send, channel: email, template: cold/welcome-guide }
-  - { id: pause, type: wait, duration: 3d }
-"""
-
-
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-        *args: str) -> tuple[int, str, str]:
-    """The console script, in-process, as a terminal sees it."""
-    monkeypatch.setattr(sys, "argv", ["nurture", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.cli_support import HELLO, applied_project, run
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    config = write_project(tmp_path / "p", journeys={"hello": JOURNEY})
-    apply_config(config)
-    monkeypatch.setenv("NURTURE_CONFIG", str(config))
-    return config
+    return applied_project(tmp_path / "p", monkeypatch, {"hello": HELLO})
 
 
 def test_contact_consent_run_and_show(project, monkeypatch, capsys):
@@ -145,7 +117,7 @@ def test_demo_runs_the_engine_and_fills_the_outbox(tmp_path, monkeypatch, capsys
 def test_run_refuses_a_project_validate_rejects(project, monkeypatch, capsys):
     """`validate` means the daemon never runs what it rejects: one line, exit 1."""
     journeys = project.parent / "journeys"
-    (journeys / "hello.yaml").write_text(JOURNEY.replace("duration: 3d", "duration: soon"))
+    (journeys / "hello.yaml").write_text(HELLO.replace("duration: 3d", "duration: soon"))
     code, out, err = run(monkeypatch, capsys, "run", "--once")
     assert code == 1 and out == ""
     assert err.startswith("error: not starting: ") and "hello.yaml" in err

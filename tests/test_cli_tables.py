@@ -8,29 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_support import run
-from tests.conftest import apply_config, write_project
+from tests.cli_support import HELLO, applied_project, run
 
 EMAIL = "camille@example.com"
-JOURNEY = """
-id: hello
-name: Hello
-purpose: newsletter
-entry: { when: "stage == 'lead'" }
-steps:
-  - { id: welcome, type: send, channel: email, template: cold/welcome-guide }
-  - { id: pause, type: wait, duration: 3d }
-"""
 #: a long value without spaces: it can only fold, or be cut
 LONG = "/guides/" + "-".join(["planning-the-whole-year-of-events"] * 3)
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    config = write_project(tmp_path / "p", journeys={"hello": JOURNEY})
-    apply_config(config)
-    monkeypatch.setenv("NURTURE_CONFIG", str(config))
-    return config
+    return applied_project(tmp_path / "p", monkeypatch, {"hello": HELLO})
 
 
 def shown(project, monkeypatch, capsys, *extra: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,11 +12,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from nurture.cli.main import main
 from nurture.engine.runtime import Runtime
 from nurture.intake import jobs
 from nurture.services.event_import import EventImportOptions, import_events
 from nurture.store import database as db
+from tests.cli_support import run as nurture
 from tests.maturity_support import MONDAY, add, build, event
 
 T0 = MONDAY
@@ -202,18 +201,6 @@ def test_dry_run_stores_nothing(tmp_path):
     report = import_events(rt, file, EventImportOptions(dry_run=True), T0 + timedelta(days=1))
     assert report.stored == 1 and report.rejected_file is None
     assert [rows(rt, t) for t in (db.contact, db.contact_change, db.event_t)] == before
-
-
-def nurture(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-            *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["nurture", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_event_at_and_event_import_on_the_command_line(tmp_path, monkeypatch, capsys):

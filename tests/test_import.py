@@ -10,7 +10,6 @@ import csv
 import json
 import shutil
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,6 @@ import dns.rrset
 import pytest
 from sqlalchemy import select
 
-from nurture.cli.main import main
 from nurture.compliance.hygiene import address_hash, check_email
 from nurture.config.settings import load_settings
 from nurture.engine.build import build_runtime
@@ -37,36 +35,16 @@ from nurture.services.importing import ImportOptions, import_contacts
 from nurture.services.mx import MxChecker
 from nurture.store import database as db
 from nurture.store import queries as store
+from tests.cli_support import HELLO
+from tests.cli_support import run as nurture
 from tests.conftest import write_project
 
 FIXTURES = Path(__file__).parent / "fixtures" / "import"
-HELLO = """
-id: hello
-name: Hello
-purpose: newsletter
-entry: { when: "stage == 'lead'" }
-steps:
-  - { id: welcome, type: send, channel: email, template: cold/welcome-guide }
-  - { id: pause, type: wait, duration: 3d }
-"""
 ZIP = """
 [attributes.zip]
 description = "postal code: text, leading zeros kept"
 """
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
-
-
-def nurture(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-            *args: str) -> tuple[int, str, str]:
-    """The console script, in-process."""
-    monkeypatch.setattr(sys, "argv", ["nurture", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

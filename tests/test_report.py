@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
@@ -21,13 +20,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from nurture.cli.main import main
 from nurture.errors import NurtureError
 from nurture.intake import maturity
 from nurture.services import report_page
 from nurture.services.report import MESSAGE_FIGURES, Scope, build_report
 from nurture.store import reports
 from nurture.web.app import create_app
+from tests.cli_support import run as run_cli
 from tests.consent_support import API_KEY, MONDAY
 from tests.report_support import Story, make_story, table
 
@@ -275,14 +274,7 @@ def test_an_unknown_journey_is_refused(story):
 
 def cli(monkeypatch, capsys, config: Path, *args: str) -> tuple[int, str, str]:
     monkeypatch.setenv("NURTURE_CONFIG", str(config))
-    monkeypatch.setattr(sys, "argv", ["nurture", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(monkeypatch, capsys, *args)
 
 
 def test_the_report_command_prints_json_and_writes_the_page(story, monkeypatch, capsys,

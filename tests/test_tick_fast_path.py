@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,15 +15,12 @@ from nurture.engine import executor, send
 from nurture.engine import tick as tick_module
 from nurture.engine.runtime import Runtime
 from nurture.engine.tick import tick
-from nurture.intake import ledger
 from nurture.providers.base import OutgoingMessage, SendResult
-from nurture.services import contacts
 from nurture.store import database as db
 from nurture.store import queries as store
 from nurture.store import work
 from tests.fakes import messages
-
-MONDAY = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)  # 10:00 in Paris
+from tests.test_engine import MONDAY, add
 
 SERIES = """
 id: onboarding
@@ -37,17 +34,6 @@ steps:
 """
 
 
-def add(rt: Runtime, email: str, phone: str | None = None) -> int:
-    with rt.db.begin() as conn:
-        extra = {"phone": phone} if phone else {}
-        cid = contacts.add_contact(conn, rt.settings, MONDAY, email=email, **extra)
-        contact = contacts.find_contact(conn, str(cid))
-        for channel in ("email", "sms") if phone else ("email",):
-            ledger.record_consent(conn, rt.settings, MONDAY, contact=contact, channel=channel,
-                                  purpose="newsletter", action="granted", source="test")
-    return cid
-
-
 def enrollments(rt: Runtime) -> list[dict[str, Any]]:
     with rt.db.begin() as conn:
         return [dict(r) for r in conn.execute(select(db.enrollment).order_by(db.enrollment.c.id))
@@ -59,7 +45,7 @@ def test_a_crash_while_running_a_batch_leaves_its_enrollments_due_at_once(
     """On SQLite the claim is the first read of the batch's transaction: a failure before
     it commits leaves nothing claimed, so the same tick time finds the work again."""
     rt = make_runtime("lease_seconds = 600\n", {"onboarding": SERIES})
-    ids = [add(rt, f"c{i}@example.com") for i in range(3)]
+    ids = [add(rt, f"c{i}@example.com", MONDAY) for i in range(3)]
     tick(rt, MONDAY, should_stop=lambda: True)  # entered, due now, not run yet
     run = executor.run
 
@@ -82,7 +68,7 @@ def test_an_enrollment_write_names_only_what_the_run_changed(make_runtime: Any) 
     """Writing `state` unchanged would still rewrite its indexes: a run that leaves an
     enrollment active does not name the column; one that ends it does."""
     rt = make_runtime("", {"onboarding": SERIES})
-    add(rt, "a@example.com", phone="+33612345678")
+    add(rt, "a@example.com", MONDAY, phone="+33612345678")
     tick(rt, MONDAY, should_stop=lambda: True)  # entered, due now, not run yet
     updates: list[str] = []
 
@@ -107,8 +93,8 @@ def test_an_enrollment_write_names_only_what_the_run_changed(make_runtime: Any) 
 def test_write_enrollments_releases_only_our_claim(make_runtime: Any) -> None:
     """Marked claims (PostgreSQL's): a row an operator released meanwhile is not written."""
     rt = make_runtime("", {"onboarding": SERIES})
-    add(rt, "a@example.com")
-    add(rt, "b@example.com")
+    add(rt, "a@example.com", MONDAY)
+    add(rt, "b@example.com", MONDAY)
     tick(rt, MONDAY, should_stop=lambda: True)  # entered, due now, not run yet
     with rt.db.begin() as conn:
         claimed = work.claim_due(conn, MONDAY, 10, "w1", MONDAY + timedelta(minutes=5))
@@ -126,7 +112,7 @@ def test_write_enrollments_releases_only_our_claim(make_runtime: Any) -> None:
 def test_an_idle_tick_looks_once_and_takes_no_lock_for_what_is_not_there(
         make_runtime: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     rt = make_runtime("", {"onboarding": SERIES})
-    add(rt, "a@example.com")
+    add(rt, "a@example.com", MONDAY)
     tick(rt, MONDAY)  # entered and sent; waiting two days
     called: list[str] = []
     for module, name in ((store, "expire_sending"), (work, "due_retries"),
@@ -164,7 +150,7 @@ def test_no_cyclic_collection_runs_during_a_batch(make_runtime: Any) -> None:
 
     provider = Watching()
     rt = make_runtime("", {"onboarding": SERIES}, providers={"email": provider, "sms": provider})
-    add(rt, "a@example.com")
+    add(rt, "a@example.com", MONDAY)
     assert gc.isenabled()
     tick(rt, MONDAY)
     assert seen == [False]
@@ -176,8 +162,8 @@ def test_the_guard_reuses_the_batch_hashes_and_still_sees_a_suppression(
     """The address hashes computed for the batch's gates serve the last look; a
     suppression committed after the batch was recorded still stops its message."""
     rt = make_runtime("", {"onboarding": SERIES})
-    add(rt, "a@example.com")
-    add(rt, "b@example.com")
+    add(rt, "a@example.com", MONDAY)
+    add(rt, "b@example.com", MONDAY)
     tick(rt, MONDAY, should_stop=lambda: True)  # entered, due now, not run yet
     hashed: list[str] = []
     original = send.address_hash
@@ -205,7 +191,7 @@ def test_the_guard_reuses_the_batch_hashes_and_still_sees_a_suppression(
 
 def test_driver_reads_give_what_the_views_and_gates_expect(make_runtime: Any) -> None:
     rt = make_runtime("", {"onboarding": SERIES})
-    cid = add(rt, "a@example.com", phone="+33612345678")
+    cid = add(rt, "a@example.com", MONDAY, phone="+33612345678")
     with rt.db.begin() as conn:
         [contact] = store.load_contacts(conn, [cid]).values()
         statuses = store.consent_statuses(conn, [cid, 999])
@@ -257,7 +243,7 @@ def test_each_batch_of_a_long_tick_runs_at_the_time_it_is_claimed(make_runtime: 
     really taken (their leases count from then), not the tick's start."""
     rt = make_runtime("lease_seconds = 60\nbatch_size = 2\n", {"onboarding": SERIES})
     for i in range(4):
-        add(rt, f"c{i}@example.com")
+        add(rt, f"c{i}@example.com", MONDAY)
     tick(rt, MONDAY, should_stop=lambda: True)  # entered, due now, not run yet
     times = iter(MONDAY + timedelta(minutes=10 * n) for n in range(1, 10))
     report = tick(rt, MONDAY, clock=lambda: next(times))
