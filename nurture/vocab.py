@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
+
+#: what a command (or the service under it) did to the one thing it names
+WhatChanged = Literal["created", "updated", "unchanged"]
 
 
 class Channel(StrEnum):

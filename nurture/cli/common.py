@@ -1,4 +1,5 @@
-"""What every CLI module shares: the Typer apps, the console, options and small helpers."""
+"""What every CLI module shares: the Typer apps, the settings, options and small helpers
+(people's output and JSON shapes: `output`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from typer.core import TyperOption
 
 from nurture.config.settings import Settings, find_config, load_settings
@@ -36,7 +36,6 @@ app.add_typer(contact_app, name="contact")
 app.add_typer(consent_app, name="consent")
 app.add_typer(db_app, name="db")
 
-console = Console()
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 

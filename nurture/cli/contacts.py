@@ -35,7 +35,6 @@ AnyPurpose = Annotated[str, typer.Option(help="a purpose from config, or * for t
                                               "channel")]
 Source = Annotated[str, typer.Option(help="where it came from: form id, cli, import…")]
 Evidence = Annotated[list[str] | None, typer.Option(help="key=value, repeatable")]
-Json = Annotated[bool, typer.Option("--json", help="Print JSON (times in UTC).")]
 
 
 def fields_of(model: type[output.Shape], row: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +70,7 @@ def contact_add(
                                                  "Europe/Paris")] = None,
     country: Annotated[str | None, typer.Option(help="ISO 3166 country code, e.g. FR")] = None,
     attr: Annotated[list[str] | None, typer.Option(help="key=value, repeatable")] = None,
-    as_json: Json = False,
+    as_json: output.AsJson = False,
 ) -> None:
     """Add a contact (or update the one with this email), and say which: created,
     updated (naming the fields that changed) or unchanged.
@@ -243,7 +242,7 @@ def shown(data: dict[str, Any]) -> dict[str, Any]:
 
 
 @contact_app.command("show")
-def contact_show(who: Who, as_json: Json = False, wide: output.Wide = False) -> None:
+def contact_show(who: Who, as_json: output.AsJson = False, wide: output.Wide = False) -> None:
     """Profile, score and stage explained, journeys, messages (with skip reasons), consent.
 
     Times are in the contact's own zone, named (UTC in JSON)."""
@@ -304,7 +303,7 @@ def _consent(command: str, action: str, who: str, channel: str, purpose: str, so
 def consent_grant(who: Who, channel: Channel_, purpose: Purpose, source: Source = "cli",
                   basis: Annotated[str, typer.Option(help="consent | legitimate_interest "
                                                      "| contract")] = "consent",
-                  evidence: Evidence = None, as_json: Json = False) -> None:
+                  evidence: Evidence = None, as_json: output.AsJson = False) -> None:
     """Record consent (or another lawful basis) for a channel and purpose."""
     _consent("consent grant", "granted", who, channel, purpose, source, basis, evidence,
              as_json)
@@ -312,7 +311,7 @@ def consent_grant(who: Who, channel: Channel_, purpose: Purpose, source: Source 
 
 @consent_app.command("withdraw")
 def consent_withdraw(who: Who, channel: Channel_, purpose: AnyPurpose, source: Source = "cli",
-                     evidence: Evidence = None, as_json: Json = False) -> None:
+                     evidence: Evidence = None, as_json: output.AsJson = False) -> None:
     """Record a withdrawal: nothing more is sent for that channel and purpose."""
     _consent("consent withdraw", "withdrawn", who, channel, purpose, source, "consent",
              evidence, as_json)

@@ -61,7 +61,7 @@ def contact_forget(
                                        help="email, E.164 phone or contact id")],
     yes: Annotated[bool, typer.Option("--yes", help="confirm the erasure (it cannot be "
                                                     "undone)")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: output.AsJson = False,
 ) -> None:
     """Erase a contact everywhere (GDPR erasure). Only a hash of its addresses stays, on
     the suppression list, so it is never imported or mailed again."""

@@ -125,7 +125,7 @@ def import_file(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="check and count, write "
                                                             "nothing")] = False,
     encoding: Annotated[str, typer.Option(help="the CSV's text encoding")] = "utf-8-sig",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: output.AsJson = False,
 ) -> None:
     """Import contacts: list hygiene, duplicates merged, consent with its evidence.
 
@@ -228,7 +228,7 @@ def event_record(
     at: Annotated[str | None, typer.Option(
         help="when it happened (ISO 8601 with a zone): scored as of then, with decay "
              "since; a past event resumes no wait and triggers no journey")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (times in UTC).")]
+    as_json: output.AsJson
     = False,
 ) -> None:
     """Record an event for a contact (scores, resumes waits, may change stage)."""
@@ -310,7 +310,7 @@ def event_import(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="check and count, write "
                                                             "nothing")] = False,
     encoding: Annotated[str, typer.Option(help="the file's text encoding")] = "utf-8-sig",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: output.AsJson = False,
 ) -> None:
     """Load past events: stored once, scored in time order as of their own time.
 

@@ -22,7 +22,6 @@ from nurture.services import journeys as service
 journey_app = typer.Typer(help="Pause or resume an applied journey.", no_args_is_help=True)
 app.add_typer(journey_app, name="journey")
 
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 JourneyId = Annotated[str, typer.Argument(metavar="JOURNEY", help="a journey id")]
 Who = Annotated[str, typer.Argument(metavar="CONTACT", help="email, E.164 phone or contact id")]
 
@@ -122,7 +121,7 @@ class AppliedJourney(output.Shape):
     """One journey file after `apply`."""
 
     journey: str
-    change: Literal["created", "updated", "unchanged"] = Field(
+    change: output.Change = Field(
         description="created: a new journey; updated: a new version; unchanged: the file is "
         "what was applied")
     version: str = Field(description="the version the daemon now runs")
@@ -232,7 +231,7 @@ def _print_journey(jp: dict[str, Any]) -> None:
 
 
 @app.command("plan")
-def plan(as_json: AsJson = False) -> None:
+def plan(as_json: output.AsJson = False) -> None:
     """What applying journeys/ would change and whom it concerns; nothing changes."""
     runtime = build_runtime(settings())
     found = service.plan_project(runtime, find_config(STATE.config), now())
@@ -271,7 +270,7 @@ def apply(
     remove_live: Annotated[bool, typer.Option(
         "--remove-live", help="Remove journeys whose file is gone even though contacts are "
         "in them (they exit, reason 'journey removed').")] = False,
-    as_json: AsJson = False,
+    as_json: output.AsJson = False,
 ) -> None:
     """Record the journeys in journeys/ as the versions the daemon runs (after `plan`).
 
@@ -315,13 +314,13 @@ def _pause(command: str, journey_id: str, paused: bool, as_json: bool) -> None:
 
 
 @journey_app.command("pause")
-def journey_pause(journey_id: JourneyId, as_json: AsJson = False) -> None:
+def journey_pause(journey_id: JourneyId, as_json: output.AsJson = False) -> None:
     """Stop a journey's steps (no sends): contacts keep their place, entries are held."""
     _pause("journey pause", journey_id, True, as_json)
 
 
 @journey_app.command("resume")
-def journey_resume(journey_id: JourneyId, as_json: AsJson = False) -> None:
+def journey_resume(journey_id: JourneyId, as_json: output.AsJson = False) -> None:
     """Let a paused journey run again from where each contact stands."""
     _pause("journey resume", journey_id, False, as_json)
 
@@ -332,7 +331,7 @@ def retry(
                                                 help="only this journey's")] = None,
     step: Annotated[str | None, typer.Option(metavar="STEP",
                                              help="only those blocked at this step")] = None,
-    as_json: AsJson = False,
+    as_json: output.AsJson = False,
 ) -> None:
     """Run blocked enrollments' step again (after fixing what blocked them)."""
     runtime = build_runtime(settings())
@@ -353,7 +352,7 @@ Reason = Annotated[str, typer.Option(help="why (kept with the enrollment)")]
 
 @app.command("enroll")
 def enroll(who: Who, journey_id: JourneyId, reason: Reason = "enrolled by hand",
-           as_json: AsJson = False) -> None:
+           as_json: output.AsJson = False) -> None:
     """Put a contact in an applied journey now (entry conditions aside; consent still
     gates every send). A contact already in the journey stays where it is."""
     runtime = build_runtime(settings())
@@ -370,7 +369,7 @@ def enroll(who: Who, journey_id: JourneyId, reason: Reason = "enrolled by hand",
 
 @app.command("unenroll")
 def unenroll(who: Who, journey_id: JourneyId, reason: Reason = "unenrolled by hand",
-             as_json: AsJson = False) -> None:
+             as_json: output.AsJson = False) -> None:
     """Take a contact out of a journey now, with the reason."""
     runtime = build_runtime(settings())
     with runtime.db.begin() as conn:

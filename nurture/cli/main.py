@@ -23,9 +23,6 @@ from nurture.store import schema as store_schema
 from nurture.store.database import Database
 from nurture.views import score_text, shown_score
 
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (times in UTC).")]
-
-
 # ---- shapes ----------------------------------------------------------------------------
 
 
@@ -124,7 +121,7 @@ def _options(
 @app.command()
 def init(directory: Annotated[Path, typer.Argument(metavar="DIRECTORY",
                                                    help="Folder to create")],
-         as_json: AsJson = False) -> None:
+         as_json: output.AsJson = False) -> None:
     """Write a working project (config, example journeys and templates, FR + EN)."""
     if directory.exists() and any(directory.iterdir()):
         raise NurtureError(f"{directory} exists and is not empty")
@@ -232,7 +229,7 @@ def run(once: Annotated[bool, typer.Option("--once", help="One tick, then exit."
 
 
 @db_app.command("upgrade")
-def db_upgrade(as_json: AsJson = False) -> None:
+def db_upgrade(as_json: output.AsJson = False) -> None:
     """Apply the schema migrations to the database, keeping its data."""
     database = Database(settings().database_url)
     try:
@@ -254,7 +251,7 @@ def demo(
                                               help="Folder for the demo project")] = Path(
         "nurture-demo"),
     days: Annotated[int, typer.Option(help="Simulated days")] = 21,
-    as_json: AsJson = False,
+    as_json: output.AsJson = False,
     wide: output.Wide = False,
 ) -> None:
     """Run the whole engine on sample contacts over simulated weeks; messages land in outbox/."""

@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, tzinfo
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
@@ -27,12 +27,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from nurture.vocab import WhatChanged
+
 #: the exit codes every command keeps (README "Exit codes")
 OK, USER_ERROR, USAGE_ERROR, NOT_READY = 0, 1, 2, 3
 
 
 #: what a command did to the one thing it names
-Change = Literal["created", "updated", "unchanged"]
+Change = WhatChanged
 
 
 class Shape(BaseModel):
@@ -82,6 +84,11 @@ def emit(command: str, data: Any, as_json: bool) -> bool:
     typer.echo(json.dumps(plain(checked.model_dump(mode="json")), ensure_ascii=False,
                           indent=2))
     return True
+
+
+#: `--json` on a command: its shape is `nurture schema --command NAME`
+AsJson = Annotated[bool, typer.Option(
+    "--json", help="Print JSON, times in UTC (its shape: nurture schema --command NAME).")]
 
 
 # ---- times ------------------------------------------------------------------------------

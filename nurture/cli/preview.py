@@ -66,7 +66,7 @@ def preview(
         "STOP mention, unsubscribe headers).")] = None,
     html: Annotated[bool, typer.Option("--html", help="Print the HTML part too (email).")
                     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: output.AsJson = False,
 ) -> None:
     """Render a template with the project's sender and links, for a stored contact
     (--contact), a contact in a file (--contact-json) or a sample contact.

@@ -24,8 +24,6 @@ from nurture.services.report import (
 )
 from nurture.store import daemons
 
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (times in UTC).")]
-
 # ---- shapes ----------------------------------------------------------------------------
 
 
@@ -187,7 +185,7 @@ def _enrollments(found: Mapping[str, int]) -> dict[str, dict[str, int]]:
 
 
 @app.command()
-def status(as_json: AsJson = False, wide: output.Wide = False) -> None:
+def status(as_json: output.AsJson = False, wide: output.Wide = False) -> None:
     """Contacts by stage and temperature; enrollments and messages by state; skip reasons;
     each daemon's last tick (in your time zone)."""
     runtime = build_runtime(settings())
@@ -223,7 +221,7 @@ def report(
         "(YYYY-MM-DD, UTC) or ISO time.")] = None,
     journey: Annotated[str | None, typer.Option(
         metavar="JOURNEY", help="Only this journey (its id).")] = None,
-    as_json: AsJson = False,
+    as_json: output.AsJson = False,
     html: Annotated[Path | None, typer.Option(
         metavar="FILE", help="Also write a self-contained HTML page with charts to this "
         "file.")] = None,

@@ -36,7 +36,7 @@ def stage(
                                        help="email, E.164 phone or contact id")],
     new_stage: Annotated[str, typer.Argument(metavar="STAGE", help=_STAGES)],
     reason: Annotated[str, typer.Option(help="why (kept; required to recycle)")] = "",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: output.AsJson = False,
 ) -> None:
     """Set a contact's stage as sales decided: sales_accepted, customer, recycled…"""
     runtime = build_runtime(settings())

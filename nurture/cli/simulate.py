@@ -60,7 +60,7 @@ def simulate(
         "--start", metavar="TIME", help="Simulated start, ISO 8601 with a zone (default: now).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of --sample's draw.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (times in UTC).")] = False,
+    as_json: output.AsJson = False,
     wide: output.Wide = False,
 ) -> None:
     """Dry run: the real journeys, gates, scoring and windows over a copy of the chosen

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -27,7 +27,7 @@ from nurture.compliance.hygiene import address_hash
 from nurture.config.settings import Settings
 from nurture.errors import ContactError
 from nurture.store import queries as store
-from nurture.vocab import ALL_PURPOSES, Channel, ConsentAction, LegalBasis
+from nurture.vocab import ALL_PURPOSES, Channel, ConsentAction, LegalBasis, WhatChanged
 
 #: the source of the SMS withdrawal a contact inherits from its number's earlier STOP
 NUMBER_OPT_OUT = "number-opt-out"
@@ -47,7 +47,7 @@ class Recorded:
     #: created: the first decision for this channel and purpose; updated: the action or
     #: basis changed; unchanged: the same decision again (appended all the same, as
     #: evidence of when it was said again)
-    change: Literal["created", "updated", "unchanged"]
+    change: WhatChanged
     #: the action in force before it (None when created)
     previous: str | None = None
 

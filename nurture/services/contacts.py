@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -19,6 +19,7 @@ from nurture.errors import ContactError
 from nurture.intake import ledger
 from nurture.store import journeys
 from nurture.store import queries as store
+from nurture.vocab import WhatChanged
 
 
 def normalize_email(raw: str, settings: Settings) -> tuple[str, bool]:
@@ -45,7 +46,7 @@ class Saved:
     """What `save_contact` did."""
 
     contact_id: int
-    change: Literal["created", "updated", "unchanged"]
+    change: WhatChanged
     #: the profile fields that changed (`attributes.KEY` for an attribute), when updated
     fields: tuple[str, ...] = ()
 

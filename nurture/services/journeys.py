@@ -15,7 +15,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -27,13 +27,10 @@ from nurture.errors import NurtureError, Problem
 from nurture.services import contacts
 from nurture.services.validate import validate_project
 from nurture.store import journeys as jstore
-from nurture.vocab import EnrollmentState
+from nurture.vocab import EnrollmentState, WhatChanged
 
 #: why contacts leave a journey removed by `apply --remove-live`
 REMOVED = "journey removed"
-
-#: what an operator's command did to one thing
-Change = Literal["created", "updated", "unchanged"]
 
 
 @dataclass
@@ -320,7 +317,7 @@ def resume_blocked(conn: Connection, journeys: dict[str, LoadedJourney], now: da
 
 
 def _set_paused(conn: Connection, rt: Runtime, journey_id: str, paused: bool,
-                now: datetime) -> Change:
+                now: datetime) -> WhatChanged:
     state = jstore.journey_states(conn).get(journey_id)
     if state is None or state["version"] is None:
         versions.refresh(rt, conn)
@@ -333,13 +330,13 @@ def _set_paused(conn: Connection, rt: Runtime, journey_id: str, paused: bool,
     return "updated"
 
 
-def pause(conn: Connection, rt: Runtime, journey_id: str, now: datetime) -> Change:
+def pause(conn: Connection, rt: Runtime, journey_id: str, now: datetime) -> WhatChanged:
     """No step of the journey runs (no sends); contacts keep their place, and contacts
     that enter wait at its first step until `resume`. "unchanged" when already paused."""
     return _set_paused(conn, rt, journey_id, True, now)
 
 
-def resume(conn: Connection, rt: Runtime, journey_id: str, now: datetime) -> Change:
+def resume(conn: Connection, rt: Runtime, journey_id: str, now: datetime) -> WhatChanged:
     """"unchanged" when the journey was not paused."""
     return _set_paused(conn, rt, journey_id, False, now)
 
