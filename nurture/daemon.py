@@ -48,10 +48,12 @@ class Daemon:
         self.busy = threading.Lock()
         self.scheduler = BlockingScheduler(timezone=UTC)
         self.started_at = clock()
+        #: when the last tick began (its `now`)
+        self.last_tick_at: datetime | None = None
         settle_memory()
 
     def run_once(self) -> TickReport:
-        now = self.clock()
+        now = self.last_tick_at = self.clock()
         report = tick(self.runtime, now, should_stop=self.stopping.is_set, clock=self.clock)
         log.info("tick: %s", summary(report))
         with self.runtime.db.begin() as conn:  # `nurture status` shows each daemon's beat

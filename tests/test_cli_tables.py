@@ -79,3 +79,16 @@ def test_wide_lets_a_long_value_stay_on_one_line(project, monkeypatch, capsys):
     out = shown(project, monkeypatch, capsys, "--wide")
     assert any(LONG in line for line in out.splitlines())
     assert any("2025-01-15 08:30 CET" in line for line in out.splitlines())
+
+
+def test_simulate_in_a_narrow_pipe_keeps_dates_whole(project, monkeypatch, capsys):
+    """The same rule for every table with times: a simulated timeline at 34 columns."""
+    nurture = lambda *a: run(monkeypatch, capsys, *a)  # noqa: E731
+    assert nurture("contact", "add", EMAIL, "--timezone", "Europe/Paris")[0] == 0
+    assert nurture("consent", "grant", EMAIL, "--channel", "email", "--purpose",
+                   "newsletter")[0] == 0
+    monkeypatch.setenv("COLUMNS", "34")
+    code, out, err = nurture("simulate", "--days", "4", "--start", "2026-12-07T09:00:00Z")
+    assert code == 0, err
+    dates = re.findall(r"\d{4}-[\d-]*", out)
+    assert dates and all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", d) for d in dates), dates

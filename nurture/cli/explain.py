@@ -41,43 +41,9 @@ def _delta(value: float | None) -> str:
     return ("+" if value >= 0 else "") + score_text(value)
 
 
-#: in a narrow terminal a time column keeps at least a date's width: `2026-12-02` stays
-#: whole on its line, `08:30 CET` folds under it, and the other columns share the rest
-_DATE = len("2026-12-02")
-#: a word longer than this (a URL, a long id) may fold to keep times on one line
-_WORD = 12
-
-
-def _narrow(table: Table, rows: list[list[Any]], times: dict[int, int]) -> Table:
-    """`table`, its time columns (index → least width) given a fixed width when it would
-    not fit the terminal otherwise (rich alone would shrink every column alike, dates
-    too): the whole time when the other columns' words still fit whole, else the least."""
-    out = output.console()
-    natural = out.measure(table, options=out.options.update_width(1_000_000)).maximum
-    if natural <= out.width:
-        return table
-    header = [str(column.header) for column in table.columns]
-    chrome = 3 * len(table.columns) + 1  # borders and padding
-    whole = {index: max(_widest(header, rows, index, lines=True), least)
-             for index, least in times.items()}
-    words = sum(min(_widest(header, rows, index), _WORD)
-                for index in range(len(table.columns)) if index not in times)
-    fits = out.width - chrome - sum(whole.values()) >= words
-    for index, least in times.items():
-        table.columns[index].width = whole[index] if fits else least
-    return table
-
-
-def _widest(header: list[str], rows: list[list[Any]], index: int, lines: bool = False) -> int:
-    """The longest word (or line) of a column, its header included."""
-    cells = [header[index], *("" if row[index] is None else str(row[index]) for row in rows)]
-    return max(len(part) for cell in cells
-               for part in (cell.splitlines() if lines else cell.split()) or [""])
-
-
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     """`output.table` whose first column is a time."""
-    return _narrow(output.table(title, columns, rows), rows, {0: _DATE})
+    return output.table(title, columns, rows, times={columns[0]: output.DATE})
 
 
 def _path(enrollment: dict[str, Any], zone: tzinfo) -> Table:
@@ -126,8 +92,8 @@ def print_contact(data: dict[str, Any]) -> None:
 
     rows = [[e["journey_id"], e["state"], e["step_id"], _times(e, zone),
              e["end_reason"] or e["last_error"]] for e in data["enrollments"]]
-    journeys = _narrow(output.table("Journeys", ["journey", "state", "step", "times", "why"],
-                                    rows), rows, {3: len("next run ") + _DATE})
+    journeys = output.table("Journeys", ["journey", "state", "step", "times", "why"], rows,
+                            times={"times": len("next run ") + output.DATE})
     items: list[Any] = [
         f"[bold]{escape(str(c['email'] or c['phone']))}[/]  id {c['id']}  phone "
         f"{escape(c['phone'] or '-')}  locale {escape(c['locale'])}  country "

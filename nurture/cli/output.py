@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -149,16 +149,57 @@ def console() -> Console:
     return Console()
 
 
+#: in a narrow terminal a time column keeps at least a date's width: `2026-12-02` stays
+#: whole on its line, `08:30 CET` folds under it, and the other columns share the rest
+DATE = len("2026-12-02")
+#: a word longer than this (a URL, a long id) may fold to keep times on one line
+_WORD = 12
+
+
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
-          right: Sequence[str] = (), caption: str | None = None) -> Table:
-    """A table whose cells fold onto more lines rather than being cut with `…`."""
+          right: Sequence[str] = (), caption: str | None = None,
+          times: Mapping[str, int] | None = None) -> Table:
+    """A table whose cells fold onto more lines rather than being cut with `…`.
+
+    `times`: the columns holding times (name → least width, e.g. `DATE`). Where the table
+    would not fit the terminal, rich alone shrinks every column alike, dates too; these
+    columns get a fixed width instead — the whole time when the other columns' words
+    still fit whole, else the least."""
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
     found = Table(title=escape(title), title_justify="left", caption=caption)
     for column in columns:
         found.add_column(escape(column), overflow="fold",
                          justify="right" if column in right else "left")
-    for row in rows:
-        found.add_row(*("" if v is None else escape(str(v)) for v in row))
+    for row in cells:
+        found.add_row(*(escape(v) for v in row))
+    if times:
+        _keep_times_whole(found, list(columns), cells,
+                          {list(columns).index(name): least for name, least in times.items()})
     return found
+
+
+def _keep_times_whole(found: Table, header: list[str], cells: list[list[str]],
+                      times: dict[int, int]) -> None:
+    out = console()
+    natural = out.measure(found, options=out.options.update_width(1_000_000)).maximum
+    if natural <= out.width:
+        return
+    chrome = 3 * len(header) + 1  # borders and padding
+    whole = {index: max(_widest(header, cells, index, lines=True), least)
+             for index, least in times.items()}
+    words = sum(min(_widest(header, cells, index), _WORD)
+                for index in range(len(header)) if index not in times)
+    fits = out.width - chrome - sum(whole.values()) >= words
+    for index, least in times.items():
+        found.columns[index].width = whole[index] if fits else least
+
+
+def _widest(header: list[str], cells: list[list[str]], index: int,
+            lines: bool = False) -> int:
+    """The longest word (or line) of a column, its header included."""
+    texts = [header[index], *(row[index] for row in cells)]
+    return max(len(part) for text in texts
+               for part in (text.splitlines() if lines else text.split()) or [""])
 
 
 def show(*items: Any) -> None:

@@ -210,7 +210,7 @@ def status(as_json: output.AsJson = False, wide: output.Wide = False) -> None:
     items.append(_table("daemons", ["worker", "last tick", "sent", "skipped"], [
         [b["worker"], output.when(b["last_tick_at"], zone, seconds=True),
          b["last_report"].get("sent", 0), sum((b["last_report"].get("skipped") or {}).values())]
-        for b in beats] or [["none yet", "", "", ""]], text=2))
+        for b in beats] or [["none yet", "", "", ""]], text=2, times={"last tick": output.DATE}))
     output.show(*items)
 
 
@@ -252,9 +252,11 @@ _SHORT = {"sent": "sent", "delivered": "deliv", "opened": "open", "clicked": "cl
 
 
 def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]],
-           caption: str | None = None, text: int = 1) -> Any:
+           caption: str | None = None, text: int = 1,
+           times: Mapping[str, int] | None = None) -> Any:
     """Counts right-aligned: every column after the first `text` ones."""
-    return output.table(title, headers, rows, right=headers[text:], caption=caption)
+    return output.table(title, headers, rows, right=headers[text:], caption=caption,
+                        times=times)
 
 
 def _reasons(found: Mapping[str, int]) -> str:

@@ -79,7 +79,8 @@ def simulate(
         tz = output.zone_named(zone)  # contact-facing: the contact's own zone, named
         rows = [[output.when(m.at, tz), m.what, m.detail] for m in moments] or [
             ["", "nothing", "no journey does anything for this contact"]]
-        items.append(output.table(f"{email} ({zone})", ["when", "what", "detail"], rows))
+        items.append(output.table(f"{email} ({zone})", ["when", "what", "detail"], rows,
+                                  times={"when": output.DATE}))
     items.append(f"{len(result.timelines)} contact(s), {days} day(s) from "
                  f"{output.when(began, output.operator_zone())}, {result.ticks} tick(s); "
                  "nothing was sent or stored.")
