@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from nurture.authoring import journey as J
@@ -227,7 +227,7 @@ def _wait(loaded: LoadedJourney, step: J.WaitStep | J.WaitForStep, contact: Cont
     state["seq"] += 1
     state["wait_step"] = step.id
     if isinstance(step, J.WaitForStep):
-        until = now + _duration(step.timeout)
+        until = now + parse_duration(step.timeout)
         state.update(state=EnrollmentState.WAITING, wait_event=step.event, next_run_at=until)
         outcome.trace("wait_for", "waiting", f"{step.event}, {step.timeout} at most", now,
                       until)
@@ -256,20 +256,9 @@ def _jump(loaded: LoadedJourney, step_id: str | None) -> Any:
     return loaded.steps[step_id] if step_id else None
 
 
-_DURATIONS: dict[str, timedelta] = {}
-
-
-def _duration(text: str) -> timedelta:
-    """`parse_duration`, once per text (steps repeat a few of them)."""
-    found = _DURATIONS.get(text)
-    if found is None:
-        found = _DURATIONS[text] = parse_duration(text)
-    return found
-
-
 def _wait_until(step: J.WaitStep, contact: ContactView, now: datetime) -> datetime:
     if step.duration:
-        return now + _duration(step.duration)
+        return now + parse_duration(step.duration)
     assert step.until is not None
     return next_local_time(step.until.days, step.until.time, contact.timezone, now)
 
