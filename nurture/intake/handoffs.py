@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -130,6 +131,10 @@ def _prepare(conn: Connection, rt: Runtime, rows: list[dict[str, Any]],
     return ready
 
 
+#: the sales notification goes to the team, not a contact: no unsubscribe or preferences
+NOTIFICATION_LINKS: Mapping[str, str] = {"unsubscribe": "", "preferences": ""}
+
+
 def full_payload(conn: Connection, row: dict[str, Any], contact: ContactView) -> dict[str, Any]:
     events = maturity.events_payload(ms.qualifying_events(conn, [contact.id]).get(contact.id, []))
     return {**row["payload"], "reason": row["reason"], "contact":
@@ -178,7 +183,7 @@ def notify(conn: Connection, rt: Runtime, contact: ContactView, row: dict[str, A
         return send.direct_email(
             conn, rt, now, contact=contact, template=NOTIFICATION_TEMPLATE,
             kind=MessageKind.NOTIFICATION, purpose=NOTIFICATION_PURPOSE,
-            links={"unsubscribe": "", "preferences": ""},
+            links=NOTIFICATION_LINKS,
             journey=loaded.journey if loaded else None, to=settings.handoff.notify_email,
             locale=settings.default_locale, categories=("handoff",))
     except TemplateError as e:

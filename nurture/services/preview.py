@@ -31,9 +31,9 @@ from nurture.content.rendering import (
 from nurture.engine import send
 from nurture.engine.build import links_for
 from nurture.errors import NurtureError
-from nurture.intake.handoffs import NOTIFICATION_PURPOSE, NOTIFICATION_TEMPLATE
+from nurture.intake.handoffs import NOTIFICATION_LINKS, NOTIFICATION_PURPOSE, NOTIFICATION_TEMPLATE
 from nurture.services import contacts
-from nurture.services.signup import CONFIRM_PURPOSE, CONFIRM_TEMPLATE
+from nurture.services.signup import CONFIRM_PURPOSE, CONFIRM_TEMPLATE, confirmation_links
 from nurture.store import schema
 from nurture.store.database import Database
 from nurture.views import ContactView
@@ -205,10 +205,9 @@ def _links(settings: Settings, template: str, public_id: str) -> Mapping[str, st
     the confirmation and sales notification emails."""
     links = links_for(settings)
     if template == CONFIRM_TEMPLATE:
-        return {"confirm": links.confirm_url(0, "preview"), "unsubscribe": "",
-                "preferences": ""}
+        return confirmation_links(links, 0, "preview")
     if template == NOTIFICATION_TEMPLATE:
-        return {"unsubscribe": "", "preferences": ""}
+        return NOTIFICATION_LINKS
     return MessageLinks(links, public_id)
 
 

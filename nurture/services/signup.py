@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from nurture.compliance import consent
+from nurture.compliance.tokens import Links
 from nurture.engine import send
 from nurture.engine.runtime import Runtime
 from nurture.errors import ContactError
@@ -125,11 +126,17 @@ def confirmation_email(conn: Connection, rt: Runtime, now: datetime, contact: An
     """Render the confirmation and record it as a message (`sending`, at most once)
     through the one send path; the caller hands it over once its transaction committed."""
     view = ContactView.from_row(contact._mapping)
-    links = {"confirm": rt.links.confirm_url(request_record, request), "unsubscribe": "",
-             "preferences": ""}
     return send.direct_email(conn, rt, now, contact=view, template=CONFIRM_TEMPLATE,
                              kind=MessageKind.CONFIRMATION, purpose=CONFIRM_PURPOSE,
-                             links=links, categories=("consent", "confirm"))
+                             links=confirmation_links(rt.links, request_record, request),
+                             categories=("consent", "confirm"))
+
+
+def confirmation_links(links: Links, request_record: int, request: str) -> dict[str, str]:
+    """What the confirmation email links to: its signed confirm link, and no unsubscribe
+    (it is not marketing: nothing was consented to yet)."""
+    return {"confirm": links.confirm_url(request_record, request), "unsubscribe": "",
+            "preferences": ""}
 
 
 @dataclass(frozen=True)
