@@ -56,7 +56,10 @@ def test_every_operation_needs_the_api_key(client: TestClient) -> None:
 def test_pause_and_resume(client: TestClient, rt: Runtime) -> None:
     cid = add(rt, "big@example.com", {"company_size": 120})
     answer = client.post("/journeys/hello/pause", headers=AUTH)
-    assert (answer.status_code, answer.json()) == (200, {"journey": "hello", "paused": True})
+    assert (answer.status_code, answer.json()) == (200, {"journey": "hello", "paused": True,
+                                                         "change": "updated"})
+    again = client.post("/journeys/hello/pause", headers=AUTH)  # the CLI's twin: same words
+    assert (again.status_code, again.json()["change"]) == (200, "unchanged")
     tick(rt, MONDAY)
     assert sent(rt, cid) == [] and enrollments(rt, cid)[0]["step_id"] == "welcome"
     assert client.post("/journeys/hello/resume", headers=AUTH).json()["paused"] is False

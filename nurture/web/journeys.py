@@ -48,19 +48,19 @@ def _refused(error: NurtureError) -> HTTPException:
 @router.post("/journeys/{journey_id}/pause")
 def pause(journey_id: JourneyPath, conn: ConnDep, rt: RuntimeDep, now: NowDep) -> dict[str, Any]:
     try:
-        service.pause(conn, rt, journey_id, now)
+        change = service.pause(conn, rt, journey_id, now)
     except NurtureError as e:
         raise _refused(e) from e
-    return {"journey": journey_id, "paused": True}
+    return {"journey": journey_id, "paused": True, "change": change}
 
 
 @router.post("/journeys/{journey_id}/resume")
 def resume(journey_id: JourneyPath, conn: ConnDep, rt: RuntimeDep, now: NowDep) -> dict[str, Any]:
     try:
-        service.resume(conn, rt, journey_id, now)
+        change = service.resume(conn, rt, journey_id, now)
     except NurtureError as e:
         raise _refused(e) from e
-    return {"journey": journey_id, "paused": False}
+    return {"journey": journey_id, "paused": False, "change": change}
 
 
 @router.post("/journeys/retry")
