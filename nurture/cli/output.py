@@ -80,9 +80,8 @@ def emit(command: str, data: Any, as_json: bool) -> bool:
     if not as_json:
         return False
     model = SHAPES[command]
-    checked = model.model_validate(plain(data))
-    typer.echo(json.dumps(plain(checked.model_dump(mode="json")), ensure_ascii=False,
-                          indent=2))
+    checked = model.model_validate(plain(data))  # times made UTC before they are checked
+    typer.echo(json.dumps(checked.model_dump(mode="json"), ensure_ascii=False, indent=2))
     return True
 
 
