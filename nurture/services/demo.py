@@ -125,8 +125,6 @@ class DemoRun:
     skipped_by_reason: dict[str, int]
     outbox: Path
     files: list[Path]
-    #: (when, contact email, what happened) for each scripted behaviour, in time order
-    script: list[tuple[datetime, str, str]] = field(default_factory=list)
 
     @property
     def sent(self) -> int:
@@ -147,13 +145,7 @@ def run_demo(directory: Path, days: int, start: datetime,
     # the daemon runs applied versions only: the demo's journeys are applied first
     journeys.apply_project(runtime, config, clock)
     ids = _seed(runtime, clock)
-    played: list[tuple[datetime, str, str]] = []
-
-    def heard(at: datetime, email: str, what: str) -> None:
-        played.append((at, email, what))
-        if on_event is not None:
-            on_event(at, email, what)
-
+    heard: Played = on_event or (lambda at, email, what: None)
     total = TickReport()
     for hour in range(days * 24):
         now = clock + timedelta(hours=hour)
@@ -162,7 +154,7 @@ def run_demo(directory: Path, days: int, start: datetime,
         total.entered += report.entered
         total.deferred += report.deferred
     try:
-        return _summary(runtime, directory, config, days, clock, total, played)
+        return _summary(runtime, directory, config, days, clock, total)
     finally:
         runtime.db.dispose()
 
@@ -205,7 +197,7 @@ def _play_script(runtime: Any, ids: dict[str, int], hour: int, now: datetime,
 
 
 def _summary(runtime: Any, directory: Path, config: Path, days: int, start: datetime,
-             total: TickReport, played: list[tuple[datetime, str, str]]) -> DemoRun:
+             total: TickReport) -> DemoRun:
     """The counts come from the messages the database holds (the sales notification
     included), the files from the outbox: the same sends, two witnesses."""
     m = db.message
@@ -238,5 +230,4 @@ def _summary(runtime: Any, directory: Path, config: Path, days: int, start: date
                   for cid, email, zone, stage, temperature, score in people],
         sent_by_kind={str(k): int(v) for k, v in by_kind.items()},
         skipped_by_reason={str(k): int(v) for k, v in reasons.items()},
-        outbox=outbox, files=sorted(p for p in outbox.rglob("*") if p.is_file()),
-        script=played)
+        outbox=outbox, files=sorted(p for p in outbox.rglob("*") if p.is_file()))
