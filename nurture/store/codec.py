@@ -80,6 +80,18 @@ def driver_sql(conn: Connection, sql: str) -> str:
     return sql if conn.dialect.name == "sqlite" else sql.replace("?", "%s")
 
 
+def driver_read(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """The rows of `sql` (`?` placeholders) read at the driver, in the connection's
+    transaction: no statement compiled, no value processed (the hot reads of each batch;
+    the caller reads times and documents with `read_time` / `read_document`)."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(driver_sql(conn, sql), tuple(params))
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
 def driver_rows(conn: Connection, table: Table, columns: Sequence[str],
                 rows: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
     """Rows whose first values are `columns` of `table`, bound as SQLAlchemy binds them.

@@ -78,24 +78,13 @@ VIEW_COLUMNS = ("id", "email", "phone", "locale", "timezone", "country", "stage"
                 "temperature", "score", "fit", "role_account", "attributes")
 
 
-def _driver_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """A read at the driver, in the connection's transaction: no statement compiled, no
-    value processed (the hot reads of each batch; `codec` reads what needs reading)."""
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(codec.driver_sql(conn, sql), tuple(params))
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
-
-
 def _in_chunks(conn: Connection, sql: str, values: Sequence[Any],
                before: Sequence[Any] = (), after: Sequence[Any] = ()) -> Iterable[tuple[Any, ...]]:
     """The rows of `sql`, whose `{in}` is a list of placeholders, for `values` a chunk at
     a time (`before` and `after`: the parameters around the list)."""
     for part in chunks(values):
         marks = ", ".join("?" * len(part))
-        yield from _driver_rows(conn, sql.replace("{in}", marks), [*before, *part, *after])
+        yield from codec.driver_read(conn, sql.replace("{in}", marks), [*before, *part, *after])
 
 
 def load_contacts(conn: Connection, ids: Sequence[int]) -> dict[int, ContactView]:
@@ -492,7 +481,7 @@ def pending_work(conn: Connection, now: datetime) -> Pending:
            "EXISTS (SELECT 1 FROM journeystate WHERE sweep_after IS NOT NULL "
            "AND version IS NOT NULL), "
            "EXISTS (SELECT 1 FROM enrollment WHERE next_run_at <= ?)")
-    [row] = _driver_rows(conn, sql, (stamp,) * 4)
+    [row] = codec.driver_read(conn, sql, (stamp,) * 4)
     return Pending(*(bool(value) for value in row))
 
 

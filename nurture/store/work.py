@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select, update
 from nurture.store import database as db
 from nurture.store import queries as store
 from nurture.store import tables as models
-from nurture.store.codec import driver_sql, execute_many, read_time, write_time
+from nurture.store.codec import driver_read, execute_many, read_time, write_time
 
 ENROLLMENT_FIELDS = ("journey_version", "step_id", "seq", "state", "next_run_at", "wait_event",
                      "wait_step", "ended_at", "end_reason", "last_error", "updated_at")
@@ -68,12 +68,7 @@ def _read_due(conn: Connection, now: datetime, limit: int,
            "AND (claimed_until IS NULL OR claimed_until < ?)"
            + (f" AND journey_id NOT IN ({', '.join('?' * len(skip))})" if skip else "")
            + " ORDER BY next_run_at, id LIMIT ?")
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(driver_sql(conn, sql), (stamp, stamp, *skip, limit))
-        found = cursor.fetchall()
-    finally:
-        cursor.close()
+    found = driver_read(conn, sql, (stamp, stamp, *skip, limit))
     at = CLAIM_COLUMNS.index("updated_at")
     rows = []
     for values in found:
